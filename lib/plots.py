@@ -1,0 +1,61 @@
+"""Plotting helpers. Each draws on the ``ax`` it is given and returns the figure;
+none calls ``show`` or ``savefig``: the chapter owns the figure and its caption."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+
+def heatmap(
+    ax: Axes,
+    matrix: np.ndarray,
+    *,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    annotate: bool = True,
+    vmin: float | None = 0.0,
+    vmax: float | None = None,
+    cmap: str = "viridis",
+) -> Figure:
+    """A matrix (R, C) as an image, cell values written in when ``annotate``; row 0 at the top."""
+    matrix = np.asarray(matrix)
+    image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
+    if annotate:
+        mid = (np.nanmax(matrix) + np.nanmin(matrix)) / 2
+        for (r, c), value in np.ndenumerate(matrix):
+            ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if value > mid else "white")
+    ax.set_xticks(range(matrix.shape[1]))
+    ax.set_yticks(range(matrix.shape[0]))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return ax.figure
+
+
+def line_with_band(
+    ax: Axes,
+    x: Sequence[float],
+    center: Sequence[float],
+    low: Sequence[float],
+    high: Sequence[float],
+    *,
+    label: str | None = None,
+    color: str | None = None,
+) -> Figure:
+    """A line through ``center`` with a shaded band from ``low`` to ``high`` (all length T)."""
+    (line,) = ax.plot(x, center, marker="o", ms=3, label=label, color=color)
+    ax.fill_between(x, low, high, alpha=0.25, color=line.get_color(), linewidth=0)
+    return ax.figure
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, width: float = 3.2, height: float = 2.8, **kw) -> tuple[Figure, np.ndarray]:
+    """``plt.subplots`` with a per-panel size and constrained layout; axes always a 2-D array."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
+                             layout="constrained", squeeze=False, **kw)
+    return fig, axes

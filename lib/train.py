@@ -1,0 +1,175 @@
+"""The book's one training loop.
+
+``fit`` trains any ``nn.Module`` with AdamW, an optional linear warm-up followed
+by a cosine (or constant) learning rate, optional gradient clipping, and calls
+an evaluation hook every ``eval_every`` steps. It is seeded (shuffling,
+dropout and any other torch randomness inside the loop come from ``seed``,
+without touching the caller's global generator), picks the device itself, shows
+a tqdm bar only when someone is watching (see :func:`progress_enabled`), and
+returns a record that the results store can keep as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+BatchFn = Callable[[torch.Generator], Batch]
+"""A function drawing one (inputs, targets) batch from a ``torch.Generator``."""
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's global RNG seeded, restoring the caller's RNG state afterwards."""
+    devices = list(range(torch.cuda.device_count()))
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def progress_enabled() -> bool:
+    """Whether to draw progress bars.
+
+    ``$BOOK_PROGRESS`` = ``1``/``0`` decides when set. Otherwise bars are drawn in
+    an interactive terminal or Jupyter session, and not in batch runs (the
+    Makefile, the runner and CI set ``BOOK_BATCH=1``), so executed notebooks and
+    the PDF carry no progress-bar junk.
+    """
+    if "BOOK_PROGRESS" in os.environ:
+        return os.environ["BOOK_PROGRESS"] == "1"
+    if os.environ.get("BOOK_BATCH") == "1":
+        return False
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+def _batches(data: Union[Dataset, BatchFn], batch_size: int, gen: torch.Generator) -> Iterator[Batch]:
+    """Endless batches: reshuffled epochs of a Dataset, or repeated calls of a batch function."""
+    if callable(data) and not isinstance(data, Dataset):
+        while True:
+            yield data(gen)
+    while True:
+        yield from DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True)
+
+
+def lr_factor(step: int, steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the base learning rate at ``step``: linear warm-up, then cosine to 0 or constant."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def fit(
+    model: nn.Module,
+    data: Union[Dataset, BatchFn],
+    *,
+    steps: int,
+    seed: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    schedule: str = "cosine",
+    clip_grad_norm: float | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    eval_every: int = 100,
+    device: torch.device | str | None = None,
+    desc: str = "fit",
+) -> dict[str, Any]:
+    """Train ``model`` for ``steps`` optimiser steps and return its record.
+
+    ``data`` is a map-style Dataset of (x, y) pairs (shuffled each epoch) or a
+    function ``gen -> (x, y)`` drawing a fresh batch. ``evaluate(model)`` runs
+    under ``torch.no_grad`` in eval mode every ``eval_every`` steps and after the
+    last one; its metrics join the history.
+
+    Returns ``{"history": {"step": [...], "train_loss": [...], <metric>: [...]},
+    "final": {<metric>: value}, "seconds": float, "steps_per_second": float,
+    "device": str}``.
+    """
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps, warmup_steps, schedule)
+    )
+    history: dict[str, list[float]] = {"step": [], "train_loss": []}
+    final: dict[str, float] = {}
+
+    def run_eval(step: int, losses: list[float]) -> None:
+        history["step"].append(step)
+        history["train_loss"].append(sum(losses) / len(losses))
+        if evaluate is not None:
+            model.eval()
+            with torch.no_grad():
+                metrics = evaluate(model)
+            model.train()
+            for k, v in metrics.items():
+                history.setdefault(k, []).append(float(v))
+                final[k] = float(v)
+        final["train_loss"] = history["train_loss"][-1]
+
+    start = time.perf_counter()
+    with seeded(seed):
+        gen = torch.Generator().manual_seed(seed)
+        batches = _batches(data, batch_size, gen)
+        model.train()
+        losses: list[float] = []
+        bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress_enabled(), leave=False)
+        for step in bar:
+            x, y = next(batches)
+            x, y = x.to(device), y.to(device)
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            if step % eval_every == 0 or step == steps:
+                run_eval(step, losses)
+                losses = []
+                bar.set_postfix({k: f"{v:.3g}" for k, v in final.items()})
+    seconds = time.perf_counter() - start
+    return {
+        "history": history,
+        "final": final,
+        "seconds": seconds,
+        "steps_per_second": steps / seconds,
+        "device": str(device),
+    }
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Dataset, batch_size: int = 512) -> float:
+    """Fraction of (x, y) pairs in ``data`` where ``model(x).argmax(-1) == y``."""
+    device = next(model.parameters()).device
+    correct = 0
+    for x, y in DataLoader(data, batch_size=batch_size):
+        correct += (model(x.to(device)).argmax(-1) == y.to(device)).sum().item()
+    return correct / len(data)
