@@ -85,12 +85,25 @@ def check_parameters(declared: dict[str, Any], given: dict[str, Any]) -> None:
 
 
 def declared_parameters(notebook: Path) -> dict[str, Any]:
-    """Names and default source text of the ``parameters`` cell of an ``.ipynb``."""
+    """Names and default source text of the ``parameters`` cell of an ``.ipynb``.
+
+    Raises :class:`ParameterError` when the cell assigns a name that papermill's
+    parser cannot read (e.g. a quote inside a trailing comment), since such a
+    parameter could not be overridden.
+    """
+    import nbformat
     import papermill
 
     found = papermill.inspect_notebook(str(notebook))
-    if not found:
+    cells = [c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells:
         raise ParameterError(f"{notebook} has no cell tagged 'parameters'")
+    assigned = [t.id for node in ast.parse(cells[0].source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)]
+    unreadable = [name for name in assigned if name not in found]
+    if unreadable:
+        raise ParameterError(f"papermill cannot parse the parameters {unreadable} of {notebook}; "
+                             "keep each on one line as `name = value  # comment` with no '=' in the comment")
     return {name: info["default"] for name, info in found.items()}
 
 

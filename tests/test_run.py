@@ -76,3 +76,11 @@ def test_parse_and_check_values():
     check_parameters(declared, {"lr": 1, "flag": False, "sizes": [3], "x": "anything", "profile": "gpu"})
     with pytest.raises(ParameterError):
         check_parameters(declared, {"flag": 1})
+
+
+def test_unparsable_parameter_line_is_reported(tmp_path, capsys):
+    path = tmp_path / "odd.md"
+    path.write_text(CHAPTER.replace('name = "demo"', "name = \"demo\"  # default = demo"))
+    assert main([str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "cannot parse the parameters ['name']" in capsys.readouterr().err
+    assert not (tmp_path / "ran.json").exists()

@@ -1,0 +1,75 @@
+# The Attention Book. `make html` and `make test` do all the set-up they need.
+#
+#   make html      install, unpack the data mirror if present, build the HTML book
+#   make test      install, unpack the data mirror if present, pytest + nbval (smoke profile)
+#   make pdf       the whole book and one PDF per homework set (installs TeX Live with apt if missing)
+#   make run CHAPTER=chapters/nndl_s4/self_supervised_gaussian PROFILE=cpu PARAMS="-p seed=1"
+#   make sync      re-pair chapters/**/*.md with their .ipynb (jupytext --sync)
+
+PYTHON ?= python3
+SHARED_DATA ?= ../shared/data
+PROFILE ?= cpu
+export BOOK_DATA_CACHE ?= $(HOME)/.cache/attention-book
+export BOOK_BATCH = 1
+MIRROR := $(BOOK_DATA_CACHE)/mirror
+CHAPTERS := $(shell find chapters -name '*.md' ! -name index.md | sort)
+
+# The offline-data switch: BOOK_DATA_MIRROR. When the shared archives sit beside
+# the book (machines without internet), `make data` unpacks them and the switch
+# points at them; elsewhere it stays unset and torchvision downloads the data.
+# Set BOOK_DATA_MIRROR yourself to use any other ImageFolder mirror.
+ifneq ($(wildcard $(SHARED_DATA)/mnist-png.tar.gz),)
+export BOOK_DATA_MIRROR ?= $(MIRROR)
+endif
+
+.PHONY: install data sync html pdf test pytest nbval run clean
+
+_build/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m pip install -q -r requirements.txt
+	$(PYTHON) -m pip install -q --no-deps -e .
+	@mkdir -p _build && touch $@
+
+install: _build/.installed
+
+data:
+ifneq ($(wildcard $(SHARED_DATA)/mnist-png.tar.gz),)
+	@for name in mnist:mnist-png cifar10:cifar10-jpg; do \
+	  dir=$(MIRROR)/$${name%%:*}; archive=$(SHARED_DATA)/$${name#*:}.tar.gz; \
+	  if [ ! -f $$dir/.unpacked ]; then \
+	    echo "unpacking $$archive into $$dir"; mkdir -p $$dir && tar xzf $$archive -C $$dir && touch $$dir/.unpacked; \
+	  fi; \
+	done
+	@echo "data: offline mirror BOOK_DATA_MIRROR=$(BOOK_DATA_MIRROR)"
+else
+	@echo "data: no archives in $(SHARED_DATA); torchvision will download MNIST/CIFAR-10 (or set BOOK_DATA_MIRROR)"
+endif
+
+sync:
+	$(PYTHON) -m jupytext --sync $(CHAPTERS) intro.md
+
+html: install data
+	jupyter-book build -W -n --keep-going .
+	@echo "The book is built: open $(CURDIR)/_build/html/index.html"
+
+pdf: install data
+	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || $(MAKE) tex
+	$(PYTHON) scripts/build_pdfs.py
+
+tex:
+	apt-get update && apt-get install -y texlive-xetex texlive-latex-extra texlive-fonts-recommended \
+	  texlive-fonts-extra texlive-science latexmk fonts-freefont-otf
+
+pytest: install
+	$(PYTHON) -m pytest -q tests
+
+nbval: install data sync
+	BOOK_PROFILE=smoke BOOK_RESULTS=$(CURDIR)/_build/smoke-results $(PYTHON) -m pytest -q -p no:cacheprovider \
+	  --nbval-lax --nbval-kernel-name python3 $(CHAPTERS:.md=.ipynb) intro.ipynb
+
+test: pytest nbval
+
+run: install data
+	$(PYTHON) -m lib.run $(CHAPTER) --profile $(PROFILE) $(PARAMS)
+
+clean:
+	rm -rf _build chapters/**/*.ipynb intro.ipynb
