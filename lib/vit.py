@@ -1,0 +1,170 @@
+"""A compact Vision Transformer whose position scheme is one constructor argument.
+
+Dosovitskiy et al. (ICLR 2021): cut the image into patches, embed each linearly,
+prepend a CLS token (or pool the patch tokens), run pre-norm Transformer blocks,
+classify with an MLP head:
+
+    z_0 = [x_cls; x_1 E; ...; x_L E] (+ APE)
+    z'_l = z_{l-1} + MSA(LN(z_{l-1}))       MSA with the layer's bias or RoPE
+    z_l  = z'_l + MLP(LN(z'_l))
+    y    = head(LN(z_L)[cls])  or  head(mean of LN(z_L) over patches)
+
+``position`` is one of :data:`POSITION_SCHEMES` (see :mod:`lib.positions`):
+
+- ``"none"``: no position information (NoPE);
+- ``"ape"``: learned absolute embeddings added once to the tokens;
+- ``"rpe-1d"``: per layer, 2L-1 learnable scalars per head indexed by j - i;
+- ``"rpe-manhattan"``: per layer, a learnable polynomial of the grid L1 distance;
+- ``"rope-axial"`` / ``"rope-mixed"``: per layer, rotary embeddings of Heo et al. (2024).
+
+``patch`` is (height, width): (4, 4) squares or (1, 28) row stripes on MNIST.
+Attention runs through ``F.scaled_dot_product_attention`` (the bias as a float
+mask); ``forward(x, return_attention=True)`` takes the explicit path and also
+returns every layer's weights (B, Hh, N, N). Shapes: B batch, C channels,
+N tokens, D width, Hh heads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from einops.layers.torch import Rearrange
+from torch import nn
+
+from .positions import LearnedAbsolute, ManhattanBias, RelativeBias1D, RoPEAxial, RoPEMixed
+
+POSITION_SCHEMES = ("none", "ape", "rpe-1d", "rpe-manhattan", "rope-axial", "rope-mixed")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with an optional additive bias module or RoPE module."""
+
+    def __init__(self, dim: int, heads: int, position: nn.Module | None = None, rotary: bool = False):
+        super().__init__()
+        self.heads = heads
+        self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.to_out = nn.Linear(dim, dim)
+        self.position, self.rotary = position, rotary
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], return_attention: bool = False):
+        """x (B, N, D) -> (B, N, D), and the weights (B, Hh, N, N) when asked."""
+        q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        bias = None
+        if self.position is not None and self.rotary:
+            q, k = self.position(q, k, grid)
+        elif self.position is not None:
+            bias = self.position(grid)  # (Hh, N, N), broadcast over the batch
+        if return_attention:  # the explicit path: softmax(q k^T / sqrt(Dh) + bias) v
+            logits = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+            weights = (logits if bias is None else logits + bias).softmax(dim=-1)
+            out = weights @ v
+        else:
+            out, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=bias), None
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)")), weights
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + MSA(LN(x)), then + MLP(LN(.))."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float, position: nn.Module | None, rotary: bool):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = Attention(dim, heads, position, rotary)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], return_attention: bool = False):
+        """x (B, N, D) -> (B, N, D), weights or None."""
+        out, weights = self.attention(self.norm1(x), grid, return_attention)
+        x = x + out
+        return x + self.mlp(self.norm2(x)), weights
+
+
+class ViT(nn.Module):
+    """Vision Transformer; see the module docstring.
+
+    >>> model = ViT(image=(28, 28), patch=(4, 4), channels=1, classes=10, position="rope-mixed")
+    >>> model(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        *,
+        image: tuple[int, int],
+        patch: tuple[int, int],
+        channels: int,
+        classes: int,
+        position: str,
+        dim: int = 64,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_dim: int = 128,
+        pool: str = "cls",
+        dropout: float = 0.0,
+        manhattan_degree: int = 3,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if position not in POSITION_SCHEMES:
+            raise ValueError(f"unknown position scheme {position!r}; valid: {', '.join(POSITION_SCHEMES)}")
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        if image[0] % patch[0] or image[1] % patch[1]:
+            raise ValueError(f"image {image} is not a whole number of {patch} patches")
+        if dim % heads:
+            raise ValueError(f"dim={dim} is not divisible by heads={heads}")
+        self.patch, self.pool, self.position = tuple(patch), pool, position
+        self.grid = (image[0] // patch[0], image[1] // patch[1])
+        num_prefix = 1 if pool == "cls" else 0
+        head_dim = dim // heads
+        generator = torch.Generator().manual_seed(seed)  # RoPE-Mixed's random directions
+
+        self.to_patch_embedding = nn.Sequential(
+            Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch[0], p2=patch[1]),
+            nn.LayerNorm(patch[0] * patch[1] * channels),
+            nn.Linear(patch[0] * patch[1] * channels, dim),
+            nn.LayerNorm(dim),
+        )
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, dim)) if pool == "cls" else None
+        self.absolute = LearnedAbsolute(self.grid, dim, num_prefix) if position == "ape" else None
+
+        def layer_position() -> tuple[nn.Module | None, bool]:
+            if position == "rpe-1d":
+                return RelativeBias1D(self.grid[0] * self.grid[1], heads, num_prefix), False
+            if position == "rpe-manhattan":
+                return ManhattanBias(self.grid, heads, manhattan_degree, num_prefix), False
+            if position == "rope-axial":
+                return RoPEAxial(head_dim, num_prefix), True
+            if position == "rope-mixed":
+                return RoPEMixed(head_dim, heads, generator, num_prefix), True
+            return None, False
+
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_dim, dropout, *layer_position()) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, images: torch.Tensor, return_attention: bool = False):
+        """images (B, C, H, W) -> logits (B, classes); with return_attention also a list of (B, Hh, N, N).
+
+        Any image size that is a whole number of patches works; the grid follows it.
+        """
+        grid = (images.shape[-2] // self.patch[0], images.shape[-1] // self.patch[1])
+        x = self.to_patch_embedding(images)  # (B, L, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1)  # (B, 1 + L, D)
+        if self.absolute is not None:
+            x = self.absolute(x, grid)
+        attention = []
+        for block in self.blocks:
+            x, weights = block(x, grid, return_attention)
+            attention.append(weights)
+        x = self.norm(x)
+        logits = self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
+        return (logits, attention) if return_attention else logits
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

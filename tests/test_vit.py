@@ -1,0 +1,141 @@
+import math
+
+import pytest
+import torch
+
+from lib.positions import (ManhattanBias, RelativeBias1D, RoPEAxial, RoPEMixed, axial_frequencies,
+                           grid_coordinates, mixed_frequencies, rope_angles, rotate_pairs)
+from lib.train import seeded
+from lib.vit import POSITION_SCHEMES, ViT
+
+GEN = lambda seed=0: torch.Generator().manual_seed(seed)
+
+
+def test_grid_coordinates_are_row_major_x_then_y():
+    xy = grid_coordinates((2, 3))
+    assert xy.tolist() == [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1]]
+
+
+@pytest.mark.parametrize("rope", ["axial", "mixed"])
+def test_rope_preserves_norms_and_leaves_cls_alone(rope):
+    module = RoPEAxial(16) if rope == "axial" else RoPEMixed(16, heads=2, generator=GEN())
+    q, k = torch.randn(3, 2, 1 + 12, 16, generator=GEN(1)), torch.randn(3, 2, 1 + 12, 16, generator=GEN(2))
+    q_rot, k_rot = module(q, k, (3, 4))
+    torch.testing.assert_close(q_rot.norm(dim=-1), q.norm(dim=-1))
+    torch.testing.assert_close(k_rot.norm(dim=-1), k.norm(dim=-1))
+    assert torch.equal(q_rot[..., 0, :], q[..., 0, :]) and torch.equal(k_rot[..., 0, :], k[..., 0, :])
+    assert not torch.allclose(q_rot[..., 2:, :], q[..., 2:, :])
+
+
+@pytest.mark.parametrize("rope", ["axial", "mixed"])
+def test_rope_logits_depend_only_on_the_offset(rope):
+    freqs = (torch.stack([torch.cat([axial_frequencies(8), torch.zeros(2)]), torch.cat([torch.zeros(2), axial_frequencies(8)])])
+             if rope == "axial" else mixed_frequencies(8, heads=1, generator=GEN())[:, 0])
+    q, k = torch.randn(8, generator=GEN(3)), torch.randn(8, generator=GEN(4))
+
+    def logit(pos_q, pos_k):
+        xy = torch.tensor([pos_q, pos_k], dtype=torch.float32)
+        angles = rope_angles(xy, freqs)  # (2, 4)
+        return rotate_pairs(q, angles[0]) @ rotate_pairs(k, angles[1])
+
+    base = logit((1.0, 2.0), (4.0, 0.0))
+    for shift in [(3.0, 5.0), (-1.0, 7.0), (10.0, -2.0)]:
+        shifted = logit((1 + shift[0], 2 + shift[1]), (4 + shift[0], 0 + shift[1]))
+        torch.testing.assert_close(shifted, base, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(logit((1.0, 2.0), (5.0, 0.0)), base)
+
+
+def test_rope_frequencies_follow_heo_et_al():
+    f = axial_frequencies(16)
+    torch.testing.assert_close(f, 100.0 ** (-torch.arange(4) / 4))
+    m = mixed_frequencies(16, heads=3, generator=GEN())
+    assert m.shape == (2, 3, 8)
+    magnitudes = m.norm(dim=0)  # (3, 8)
+    torch.testing.assert_close(magnitudes, (10.0 ** (-torch.arange(4) / 4)).repeat(2).expand(3, 8))
+    # first half of the pairs along a random direction per head, second half perpendicular to it
+    first, second = m[:, :, 0], m[:, :, 4]
+    torch.testing.assert_close((first * second).sum(0), torch.zeros(3), atol=1e-6, rtol=0)
+
+
+def test_rope_mixed_frequencies_get_gradients_in_fp32():
+    model = RoPEMixed(8, heads=2, generator=GEN())
+    q = torch.randn(2, 2, 1 + 4, 8, requires_grad=True)
+    k = torch.randn(2, 2, 1 + 4, 8, requires_grad=True)
+    q_rot, k_rot = model(q, k, (2, 2))
+    (q_rot @ k_rot.transpose(-1, -2)).square().sum().backward()
+    assert model.freqs.grad is not None and model.freqs.grad.abs().sum() > 0
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_relative_bias_has_2l_minus_1_entries_shared_by_offset():
+    L, heads = 6, 2
+    module = RelativeBias1D(L, heads)
+    assert module.table.shape == (heads, 2 * L - 1)
+    with torch.no_grad():
+        module.table.copy_(torch.arange(heads * (2 * L - 1), dtype=torch.float32).reshape(heads, -1))
+    bias = module((2, 3))
+    assert bias.shape == (heads, 1 + L, 1 + L)
+    assert torch.all(bias[:, 0, :] == 0) and torch.all(bias[:, :, 0] == 0)
+    patch = bias[:, 1:, 1:]
+    for i in range(L):
+        for j in range(L):
+            assert torch.equal(patch[:, i, j], module.table[:, j - i + L - 1])
+
+
+def test_manhattan_bias_is_symmetric_and_a_function_of_grid_distance():
+    module = ManhattanBias((3, 4), heads=2, degree=3)
+    with torch.no_grad():
+        module.coefficients.copy_(torch.randn(2, 4, generator=GEN()))
+    bias = module((3, 4))[:, 1:, 1:]
+    torch.testing.assert_close(bias, bias.transpose(-1, -2))
+    xy = grid_coordinates((3, 4))
+    distance = (xy[:, None] - xy[None]).abs().sum(-1)
+    for d in distance.unique():
+        values = bias[:, distance == d]
+        torch.testing.assert_close(values, values[:, :1].expand_as(values))
+    c = module.coefficients.detach()
+    t = distance[0, 5] / 5  # patch 0 vs patch 5, scale = 3 - 1 + 4 - 1
+    torch.testing.assert_close(bias[:, 0, 5], sum(c[:, p] * t**p for p in range(4)))
+
+
+@pytest.mark.parametrize("position", POSITION_SCHEMES)
+@pytest.mark.parametrize("shape", [(1, 28, 28, (4, 4)), (3, 32, 32, (4, 4)), (1, 28, 28, (1, 28))])
+def test_every_scheme_runs_forward_and_backward(position, shape):
+    channels, h, w, patch = shape
+    with seeded(0):
+        model = ViT(image=(h, w), patch=patch, channels=channels, classes=10, position=position, dim=32, depth=2, heads=4)
+    x = torch.randn(2, channels, h, w)
+    logits = model(x)
+    assert logits.shape == (2, 10)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("position", POSITION_SCHEMES)
+def test_fused_and_explicit_attention_paths_agree(position):
+    with seeded(0):
+        model = ViT(image=(28, 28), patch=(7, 7), channels=1, classes=10, position=position, dim=32, depth=2, heads=4)
+    for p in model.parameters():  # make biases non-zero so the test can see them
+        p.data += 0.05 * torch.randn_like(p)
+    x = torch.randn(3, 1, 28, 28)
+    fused = model(x)
+    explicit, attention = model(x, return_attention=True)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-4)
+    assert len(attention) == 2 and attention[0].shape == (3, 4, 17, 17)
+    torch.testing.assert_close(attention[0].sum(-1), torch.ones(3, 4, 17))
+
+
+@pytest.mark.parametrize("position", POSITION_SCHEMES)
+def test_runs_at_an_unseen_resolution(position):
+    with seeded(0):
+        model = ViT(image=(28, 28), patch=(4, 4), channels=1, classes=10, position=position, dim=32, depth=1, heads=4)
+    assert model(torch.randn(2, 1, 36, 36)).shape == (2, 10)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="valid: none, ape"):
+        ViT(image=(28, 28), patch=(4, 4), channels=1, classes=10, position="sinusoidal")
+    with pytest.raises(ValueError, match="whole number"):
+        ViT(image=(28, 28), patch=(5, 5), channels=1, classes=10, position="none")
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ViT(image=(28, 28), patch=(4, 4), channels=1, classes=10, position="rope-axial", dim=36, heads=6)
