@@ -29,7 +29,10 @@ _build/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m pip install -q --no-deps -e .
 	@mkdir -p _build && touch $@
 
+# (re)install when the requirements changed, or when `lib` resolves to another checkout
 install: _build/.installed
+	@$(PYTHON) -I -c "import lib, pathlib, sys; sys.exit(pathlib.Path(lib.__file__).resolve().parents[1] != pathlib.Path('$(CURDIR)').resolve())" 2>/dev/null \
+	  || $(PYTHON) -m pip install -q --no-deps -e $(CURDIR)
 
 data:
 ifneq ($(wildcard $(SHARED_DATA)/mnist-png.tar.gz),)
