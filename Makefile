@@ -51,12 +51,12 @@ sync:
 	$(PYTHON) -m jupytext --sync $(CHAPTERS) intro.md
 
 html: install data
-	jupyter-book build -W -n --keep-going .
+	BOOK_READ_ONLY=1 jupyter-book build -W -n --keep-going .
 	@echo "The book is built: open $(CURDIR)/_build/html/index.html"
 
 pdf: install data
 	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || $(MAKE) tex
-	$(PYTHON) scripts/build_pdfs.py
+	BOOK_READ_ONLY=1 $(PYTHON) scripts/build_pdfs.py
 
 tex:
 	apt-get update && apt-get install -y texlive-xetex texlive-latex-extra texlive-fonts-recommended \

@@ -14,6 +14,11 @@ with committed records does no training at all.
 
 The default root is ``results/`` at the top of the book (``$BOOK_RESULTS``
 overrides it). ``results/cpu`` is committed; ``results/smoke`` is CI scratch.
+
+With ``BOOK_READ_ONLY=1`` (the book build sets it) the store never computes:
+a missing record raises :class:`MissingResult` in :meth:`ResultsStore.record`,
+and :meth:`ResultsStore.sweep` returns the records it has, so a page whose
+sweep is unfinished renders what is finished instead of training for hours.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from . import __version__
 from .profiles import check_profile
 
 ENV_VAR = "BOOK_RESULTS"
+READ_ONLY_ENV = "BOOK_READ_ONLY"
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "results"
 
 
@@ -54,6 +60,10 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
 
 
+class MissingResult(LookupError):
+    """A record is missing and the store is read-only."""
+
+
 class ResultsStore:
     """One directory of JSON records for one profile.
 
@@ -61,10 +71,11 @@ class ResultsStore:
     >>> result = store.load_or_run("gauss", {"n": 100}, simulate)   # doctest: +SKIP
     """
 
-    def __init__(self, profile: str, root: str | Path | None = None):
+    def __init__(self, profile: str, root: str | Path | None = None, read_only: bool | None = None):
         root = Path(root or os.environ.get(ENV_VAR) or DEFAULT_ROOT)
         self.profile = check_profile(profile)
         self.root = root / profile
+        self.read_only = os.environ.get(READ_ONLY_ENV) == "1" if read_only is None else read_only
 
     def path(self, name: str, config: dict[str, Any]) -> Path:
         """Where the record of ``(name, config)`` lives (whether or not it exists)."""
@@ -106,6 +117,8 @@ class ResultsStore:
     def record(self, name: str, config: dict[str, Any], fn: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
         """The stored record of ``(name, config)``; computes ``fn(config)`` and stores it if missing."""
         record = self.get(name, config)
+        if record is None and self.read_only:
+            raise MissingResult(f"no record for {name} with config {canonical_json(config)} in {self.root} (read-only)")
         if record is None:
             start = time.perf_counter()
             result = fn(config)
@@ -122,8 +135,11 @@ class ResultsStore:
         """:meth:`record` over many configs, in order.
 
         Each finished configuration is stored before the next starts, so a killed
-        sweep loses only the configuration it was computing.
+        sweep loses only the configuration it was computing. A read-only store
+        returns only the records it holds.
         """
+        if self.read_only:
+            return [r for r in (self.get(name, config) for config in configs) if r is not None]
         return [self.record(name, config, fn) for config in configs]
 
     def records(self, name: str) -> list[dict[str, Any]]:

@@ -102,3 +102,18 @@ def test_killed_sweep_resumes_and_reuses_finished_runs(tmp_path):
     assert rerun_calls == [2, 3, 4], "finished runs must be reused, not recomputed"
     assert [r["result"]["square"] for r in records] == [0, 1, 4, 9, 16]
     assert len(store.records("sweep")) == 5
+
+
+def test_read_only_store_never_computes(tmp_path, monkeypatch):
+    ResultsStore("cpu", root=tmp_path).load_or_run("exp", {"i": 0}, lambda c: 0)
+    monkeypatch.setenv("BOOK_READ_ONLY", "1")
+    store = ResultsStore("cpu", root=tmp_path)
+
+    def must_not_run(config):
+        raise AssertionError("a read-only store computed something")
+
+    assert store.load_or_run("exp", {"i": 0}, must_not_run) == 0
+    with pytest.raises(LookupError, match="read-only"):
+        store.load_or_run("exp", {"i": 1}, must_not_run)
+    records = store.sweep("exp", [{"i": 0}, {"i": 1}], must_not_run)
+    assert [r["config"] for r in records] == [{"i": 0}]
