@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 BatchFn = Callable[[torch.Generator], Batch]
@@ -139,7 +139,12 @@ def fit(
         batches = _batches(data, batch_size, gen)
         model.train()
         losses: list[float] = []
-        bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress_enabled(), leave=False)
+        show = progress_enabled()
+        if show:  # tqdm.auto picks the notebook widget in Jupyter; imported only when a bar is drawn
+            from tqdm.auto import tqdm as bar_type
+        else:
+            bar_type = tqdm
+        bar = bar_type(range(1, steps + 1), desc=desc, disable=not show, leave=False)
         for step in bar:
             x, y = next(batches)
             x, y = x.to(device), y.to(device)
