@@ -87,3 +87,56 @@ def product_feature_variance(q: torch.Tensor, k: torch.Tensor, p: int, m: int, d
     elif distribution != "gaussian":
         raise ValueError(f"distribution must be 'gaussian' or 'rademacher', got {distribution!r}")
     return (second**p - dot ** (2 * p)) / m
+
+
+# --- the smoothed local kernel of Problem 4: overlap of two balls in R^3 ---------------------------
+
+
+def ball_overlap_kernel(distance: torch.Tensor, delta: float) -> torch.Tensor:
+    """vol(B(q, delta/2) and B(k, delta/2)) / vol(B(delta/2)) as a function of t = |q - k| in R^3.
+
+    With r = delta/2 the lens volume is (pi/12)(4r + t)(2r - t)^2 for t <= 2r, so the
+    normalised overlap is (2 delta + t)(delta - t)^2 / (2 delta^3): 1 at t = 0, 0 for t >= delta.
+    distance (...) -> (...).
+    """
+    t = distance.clamp(max=delta)
+    return (2 * delta + t) * (delta - t) ** 2 / (2 * delta**3)
+
+
+def uniform_centres(low: torch.Tensor, high: torch.Tensor, m: int, radius: float,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """m centres uniform in the box [low - r, high + r]^3 and their weights |box| / vol(B(r)).
+
+    low, high (3,) -> centres (M, 3), weights (M,).
+    """
+    lo, hi = low - radius, high + radius
+    centres = lo + (hi - lo) * torch.rand(m, 3, generator=generator, dtype=low.dtype)
+    ball = 4 / 3 * math.pi * radius**3
+    return centres, torch.full((m,), float((hi - lo).prod()) / ball, dtype=low.dtype)
+
+
+def importance_centres(points: torch.Tensor, m: int, radius: float,
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """m centres from the mixture of uniform balls B(x_i, r) around the L points, with weights L / n(c).
+
+    n(c) is the number of points within r of c (at least 1, the ball it came from),
+    so weight = 1 / (vol(B(r)) p(c)) for the mixture density p. points (L, 3) -> centres (M, 3), weights (M,).
+    """
+    L = len(points)
+    owner = torch.randint(0, L, (m,), generator=generator)
+    direction = torch.randn(m, 3, generator=generator, dtype=points.dtype)
+    direction = direction / direction.norm(dim=-1, keepdim=True)
+    length = radius * torch.rand(m, 1, generator=generator, dtype=points.dtype) ** (1 / 3)  # uniform in the ball
+    centres = points[owner] + direction * length
+    covering = (torch.cdist(centres, points) <= radius).sum(-1).to(points.dtype)  # n(c) >= 1
+    return centres, L / covering
+
+
+def ball_features(x: torch.Tensor, centres: torch.Tensor, weights: torch.Tensor, radius: float) -> torch.Tensor:
+    """phi(x)_l = 1[|x - c_l| <= r] sqrt(w_l / M): phi(q) . phi(k) estimates the ball-overlap kernel.
+
+    Unbiased for weights w = 1 / (vol(B(r)) p(c)) of the centre density p; exactly zero when
+    |q - k| > 2r, since no centre lies within r of both. x (L, 3) -> (L, M).
+    """
+    inside = (torch.cdist(x, centres) <= radius).to(x.dtype)  # (L, M)
+    return inside * (weights / len(centres)).sqrt()
