@@ -140,3 +140,92 @@ def ball_features(x: torch.Tensor, centres: torch.Tensor, weights: torch.Tensor,
     """
     inside = (torch.cdist(x, centres) <= radius).to(x.dtype)  # (L, M)
     return inside * (weights / len(centres)).sqrt()
+
+
+# --- linearising y = f(w . x) (Problem 3): f(w . x) ~ Phi(w) . Psi(x) -------------------------------
+
+
+def gelu_maclaurin_coefficient(k: int) -> float:
+    """Coefficient a_k of z^k in GELU(z) = z Phi(z) = z/2 + (2 pi)^{-1/2} sum_n (-1)^n z^{2n+2} / (2^n n! (2n+1))."""
+    if k == 1:
+        return 0.5
+    if k < 2 or k % 2:
+        return 0.0
+    n = (k - 2) // 2
+    return (-1) ** n / (math.sqrt(2 * math.pi) * 2**n * math.factorial(n) * (2 * n + 1))
+
+
+def power_features(x: torch.Tensor, degree: int) -> torch.Tensor:
+    """[1, sym_1(x), ..., sym_p(x)]: all monomials up to degree p, so that
+    sum_k c_k (w . x)^k = (c-weighted power_features(w)) . power_features(x).
+    (..., D) -> (..., C(D+p, p)).
+    """
+    parts = [torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)]
+    parts += [symmetric_power_features(x, k) for k in range(1, degree + 1)]
+    return torch.cat(parts, dim=-1)
+
+
+def weighted_power_features(w: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
+    """power_features(w) with the degree-k block multiplied by c_k. (..., D) -> (..., C(D+p, p))."""
+    dim, parts = w.shape[-1], []
+    feats = power_features(w, len(coefficients) - 1)
+    start = 0
+    for k, c in enumerate(coefficients):
+        size = math.comb(dim + k - 1, k) if k else 1
+        parts.append(c * feats[..., start:start + size])
+        start += size
+    return torch.cat(parts, dim=-1)
+
+
+def maclaurin_degrees(m: int, rho: float, generator: torch.Generator) -> torch.Tensor:
+    """Degrees of m random Maclaurin features for GELU: 1 with prob. 1 - rho, else 2j with prob. (1 - rho) rho^j.
+
+    Every degree with a non-zero coefficient has positive probability, so the estimator is unbiased.
+    -> (M,) int64.
+    """
+    j = torch.floor(torch.log(torch.rand(m, generator=generator)) / math.log(rho)).long()  # geometric, P(j) = (1-rho) rho^j
+    return torch.where(j == 0, torch.ones_like(j), 2 * j)
+
+
+def maclaurin_probability(k: int, rho: float) -> float:
+    """P(degree = k) under :func:`maclaurin_degrees`."""
+    j = 0 if k == 1 else k // 2
+    return (1 - rho) * rho**j
+
+
+def random_maclaurin_features(
+    w: torch.Tensor, x: torch.Tensor, m: int, rho: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unbiased random Maclaurin features (Kar and Karnick, 2012) for GELU(w . x), signed coefficients.
+
+    Feature l draws a degree N_l and N_l independent Rademacher vectors; then
+    phi(w)_l = sign(a_N) sqrt(|a_N| / (M q_N)) prod_t (omega_t . w) and psi(x)_l likewise without the
+    sign, so E[phi(w) . psi(x)] = sum_k a_k (w . x)^k = GELU(w . x).
+    w (R, D), x (B, D) -> phi (R, M), psi (B, M).
+    """
+    degrees = maclaurin_degrees(m, rho, generator)
+    dim, top = w.shape[-1], int(degrees.max())
+    omega = (torch.randint(0, 2, (top, m, dim), generator=generator) * 2 - 1).to(w.dtype)  # (top, M, D)
+    mask = torch.arange(top)[:, None] < degrees[None, :]  # factor t used by feature l?  (top, M)
+
+    def products(z: torch.Tensor) -> torch.Tensor:
+        proj = torch.einsum("nd,tmd->ntm", z, omega)  # (n, top, M)
+        return torch.where(mask, proj, torch.ones_like(proj)).prod(1)  # (n, M)
+
+    coef = torch.tensor([gelu_maclaurin_coefficient(int(k)) for k in degrees], dtype=w.dtype)
+    prob = torch.tensor([maclaurin_probability(int(k), rho) for k in degrees], dtype=w.dtype)
+    scale = (coef.abs() / (m * prob)).sqrt()
+    return products(w) * scale * coef.sign(), products(x) * scale
+
+
+def maclaurin_variance(w: torch.Tensor, x: torch.Tensor, m: int, rho: float, max_degree: int = 80) -> torch.Tensor:
+    """Exact variance of phi(w) . psi(x) from :func:`random_maclaurin_features` (series truncated at max_degree).
+
+    Var = (sum_k a_k^2 / q_k * s^k - GELU(w.x)^2) / M with s = |w|^2|x|^2 + 2(w.x)^2 - 2 sum_i w_i^2 x_i^2
+    (the Rademacher second moment of one factor). w (..., D), x (..., D) -> (...).
+    """
+    dot = (w * x).sum(-1)
+    s = (w * w).sum(-1) * (x * x).sum(-1) + 2 * dot**2 - 2 * (w * w * x * x).sum(-1)
+    second = sum(gelu_maclaurin_coefficient(k) ** 2 / maclaurin_probability(k, rho) * s**k
+                 for k in range(1, max_degree + 1) if gelu_maclaurin_coefficient(k) != 0)
+    return (second - torch.nn.functional.gelu(dot) ** 2) / m

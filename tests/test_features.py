@@ -145,3 +145,38 @@ def test_ball_features_are_unbiased_nonnegative_and_exactly_local(sampler):
     draws = torch.stack(draws)
     se = draws.std(0) / math.sqrt(len(draws)) + 1e-12
     assert ((draws.mean(0) - target).abs() <= 4.5 * se + 1e-9).all()
+
+
+from lib.features import (gelu_maclaurin_coefficient, maclaurin_variance, power_features, random_maclaurin_features,
+                          weighted_power_features)
+
+
+def test_gelu_maclaurin_series_matches_gelu():
+    z = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    series = sum(gelu_maclaurin_coefficient(k) * z**k for k in range(0, 80))
+    torch.testing.assert_close(series, torch.nn.functional.gelu(z), atol=1e-10, rtol=0)
+
+
+def test_weighted_power_features_reproduce_a_polynomial_of_the_dot_product():
+    w, x = qk(n=4, d=3, seed=7)
+    coefficients = [0.3, -1.0, 0.5, 0.0, 0.25]
+    lhs = weighted_power_features(w, coefficients) @ power_features(x, 4).T
+    dot = w @ x.T
+    torch.testing.assert_close(lhs, sum(c * dot**k for k, c in enumerate(coefficients)))
+    assert power_features(x, 4).shape[-1] == math.comb(3 + 4, 4)
+
+
+def test_random_maclaurin_features_are_unbiased_with_the_predicted_variance():
+    w, x = qk(n=2, d=4, seed=8)
+    w, x = 0.6 * w / w.norm(dim=-1, keepdim=True), 0.9 * x / x.norm(dim=-1, keepdim=True)
+    draws = []
+    g = GEN(9)
+    for _ in range(4000):
+        fw, fx = random_maclaurin_features(w, x, 16, 0.5, g)
+        draws.append(fw @ fx.T)
+    draws = torch.stack(draws)
+    target = torch.nn.functional.gelu(w @ x.T)
+    se = draws.std(0) / math.sqrt(len(draws))
+    assert ((draws.mean(0) - target).abs() <= 4 * se).all()
+    predicted = maclaurin_variance(w[:, None], x[None], 16, 0.5)
+    torch.testing.assert_close(draws.var(0), predicted, rtol=0.15, atol=1e-6)
