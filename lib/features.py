@@ -206,11 +206,13 @@ def random_maclaurin_features(
     degrees = maclaurin_degrees(m, rho, generator)
     dim, top = w.shape[-1], int(degrees.max())
     omega = (torch.randint(0, 2, (top, m, dim), generator=generator) * 2 - 1).to(w.dtype)  # (top, M, D)
-    mask = torch.arange(top)[:, None] < degrees[None, :]  # factor t used by feature l?  (top, M)
 
     def products(z: torch.Tensor) -> torch.Tensor:
-        proj = torch.einsum("nd,tmd->ntm", z, omega)  # (n, top, M)
-        return torch.where(mask, proj, torch.ones_like(proj)).prod(1)  # (n, M)
+        out = torch.ones(len(z), m, dtype=z.dtype)
+        for t in range(top):  # factor t multiplies the features whose degree exceeds t
+            used = degrees > t
+            out[:, used] *= z @ omega[t, used].T
+        return out  # (n, M)
 
     coef = torch.tensor([gelu_maclaurin_coefficient(int(k)) for k in degrees], dtype=w.dtype)
     prob = torch.tensor([maclaurin_probability(int(k), rho) for k in degrees], dtype=w.dtype)
@@ -218,14 +220,25 @@ def random_maclaurin_features(
     return products(w) * scale * coef.sign(), products(x) * scale
 
 
-def maclaurin_variance(w: torch.Tensor, x: torch.Tensor, m: int, rho: float, max_degree: int = 80) -> torch.Tensor:
+def maclaurin_variance(w: torch.Tensor, x: torch.Tensor, m: int, rho: float, max_degree: int = 600) -> torch.Tensor:
     """Exact variance of phi(w) . psi(x) from :func:`random_maclaurin_features` (series truncated at max_degree).
 
     Var = (sum_k a_k^2 / q_k * s^k - GELU(w.x)^2) / M with s = |w|^2|x|^2 + 2(w.x)^2 - 2 sum_i w_i^2 x_i^2
-    (the Rademacher second moment of one factor). w (..., D), x (..., D) -> (...).
+    (the Rademacher second moment of one factor); the series is summed in log space, since its
+    terms overflow float64 for large s. w (..., D), x (..., D) -> (...).
     """
     dot = (w * x).sum(-1)
     s = (w * w).sum(-1) * (x * x).sum(-1) + 2 * dot**2 - 2 * (w * w * x * x).sum(-1)
-    second = sum(gelu_maclaurin_coefficient(k) ** 2 / maclaurin_probability(k, rho) * s**k
-                 for k in range(1, max_degree + 1) if gelu_maclaurin_coefficient(k) != 0)
+    log_terms = []
+    for k in range(1, max_degree + 1):
+        n = (k - 2) // 2
+        if k == 1:
+            log_a = math.log(0.5)
+        elif k % 2:
+            continue
+        else:  # log |a_k| without evaluating the factorial
+            log_a = -0.5 * math.log(2 * math.pi) - n * math.log(2) - math.lgamma(n + 1) - math.log(2 * n + 1)
+        log_q = math.log(maclaurin_probability(k, rho))
+        log_terms.append(2 * log_a - log_q + k * torch.log(s))
+    second = torch.logsumexp(torch.stack(log_terms), dim=0).exp()
     return (second - torch.nn.functional.gelu(dot) ** 2) / m
