@@ -108,6 +108,7 @@ class ResultsStore:
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(text + "\n")
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; records are meant to be shared
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
