@@ -65,7 +65,9 @@ tex:
 pytest: install
 	$(PYTHON) -m pytest -q tests
 
+# smoke records are recomputed on every run, so a change in lib is always exercised
 nbval: install data sync
+	rm -rf $(CURDIR)/_build/smoke-results
 	BOOK_PROFILE=smoke BOOK_RESULTS=$(CURDIR)/_build/smoke-results $(PYTHON) -m pytest -q -p no:cacheprovider \
 	  --nbval-lax --nbval-kernel-name python3 $(CHAPTERS:.md=.ipynb) intro.ipynb
 
