@@ -108,7 +108,7 @@ def train_classifier(config: dict[str, Any], return_model: bool = False):
         warmup_steps=config["warmup_epochs"] * steps_per_epoch, clip_grad_norm=1.0,
         loss_fn=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=config["label_smoothing"]),
         evaluate=lambda m: {"test_accuracy_subset": accuracy(m, eval_subset)},
-        eval_every=max(1, steps_per_epoch // 2), device="cpu", desc=f"{name} {config['position']} seed {config['seed']}",
+        eval_every=max(1, steps_per_epoch // 2), desc=f"{name} {config['position']} seed {config['seed']}",
     )
     train_seconds = time.perf_counter() - start
     model.eval()
