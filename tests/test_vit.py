@@ -118,8 +118,12 @@ def test_fused_and_explicit_attention_paths_agree(position):
     for p in model.parameters():  # make biases non-zero so the test can see them
         p.data += 0.05 * torch.randn_like(p)
     x = torch.randn(3, 1, 28, 28)
-    fused = model(x)
     explicit, attention = model(x, return_attention=True)
+    for block in model.blocks:  # the fused kernel, called directly with the block's own q, k, v and bias
+        block.attention.force_fused = True
+    fused = model(x)
+    for block in model.blocks:
+        block.attention.force_fused = False
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-4)
     assert len(attention) == 2 and attention[0].shape == (3, 4, 17, 17)
     torch.testing.assert_close(attention[0].sum(-1), torch.ones(3, 4, 17))
