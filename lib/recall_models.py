@@ -67,6 +67,16 @@ def rope_1d(x: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
     return rotate_pairs(x, torch.arange(n, device=x.device, dtype=x.dtype)[:, None] * theta)
 
 
+def set_mamba_scan(model: nn.Module, parallel: bool) -> nn.Module:
+    """Switch every mambapy layer of ``model`` between its parallel scan (``True``, the
+    default: a Blelloch scan over the sequence, padded to a power of two) and the
+    sequential loop (``False``); the two compute the same function. Returns ``model``."""
+    for layer in model.modules():
+        if isinstance(layer, MambaLayer) and layer.backend == "mambapy":
+            layer.mixer.config.pscan = parallel
+    return model
+
+
 class CausalAttentionLayer(nn.Module):
     """x + causal multi-head attention(LayerNorm(x)), optionally with 1-D RoPE. (B, N, W) -> (B, N, W)."""
 

@@ -93,6 +93,7 @@ def fit(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     eval_every: int = 100,
+    stop_when: Callable[[dict[str, list[float]]], bool] | None = None,
     device: torch.device | str | None = None,
     desc: str = "fit",
 ) -> dict[str, Any]:
@@ -101,11 +102,14 @@ def fit(
     ``data`` is a map-style Dataset of (x, y) pairs (shuffled each epoch) or a
     function ``gen -> (x, y)`` drawing a fresh batch. ``evaluate(model)`` runs
     under ``torch.no_grad`` in eval mode every ``eval_every`` steps and after the
-    last one; its metrics join the history.
+    last one; its metrics join the history. ``stop_when(history)``, if given, is
+    asked after every evaluation and ends training early when it returns True
+    (a convergence rule); ``steps`` is then an upper limit, and the learning-rate
+    schedule is still laid out over ``steps`` (use ``schedule="constant"`` with it).
 
     Returns ``{"history": {"step": [...], "train_loss": [...], <metric>: [...]},
-    "final": {<metric>: value}, "seconds": float, "steps_per_second": float,
-    "device": str}``.
+    "final": {<metric>: value}, "steps_run": int, "stopped_early": bool,
+    "seconds": float, "steps_per_second": float, "device": str}``.
     """
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
@@ -134,6 +138,7 @@ def fit(
         final["train_loss"] = history["train_loss"][-1]
 
     start = time.perf_counter()
+    steps_run, stopped_early = 0, False
     with seeded(seed):
         gen = torch.Generator().manual_seed(seed)
         batches = _batches(data, batch_size, gen)
@@ -156,16 +161,23 @@ def fit(
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
+            steps_run = step
             if step % eval_every == 0 or step == steps:
                 run_eval(step, losses)
                 losses = []
                 bar.set_postfix({k: f"{v:.3g}" for k, v in final.items()})
+                if stop_when is not None and step < steps and stop_when(history):
+                    stopped_early = True
+                    break
+        bar.close()
     seconds = time.perf_counter() - start
     return {
         "history": history,
         "final": final,
+        "steps_run": steps_run,
+        "stopped_early": stopped_early,
         "seconds": seconds,
-        "steps_per_second": steps / seconds,
+        "steps_per_second": steps_run / seconds,
         "device": str(device),
     }
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lib.recall import embedding_matrix, sample_recall
-from lib.recall_models import RecallModel, mamba_backend, rope_1d
+from lib.recall_models import RecallModel, mamba_backend, rope_1d, set_mamba_scan
 from lib.train import seeded
 
 SPECS = [("transformer", "learned"), ("transformer", "rope"), ("transformer", "none"), ("mamba", "none"), ("hybrid", "none")]
@@ -51,3 +51,15 @@ def test_backend_choice_and_bad_arguments():
     model = RecallModel(embedding_matrix(16, 8), "transformer", "learned", max_len=10)
     with pytest.raises(ValueError, match="position table"):
         model(torch.zeros(1, 11, dtype=torch.long))
+
+
+def test_parallel_and_sequential_mamba_scans_agree():
+    with seeded(0):
+        model = RecallModel(embedding_matrix(16, 8), "hybrid", width=32)
+    if mamba_backend() != "mambapy":
+        pytest.skip("the scan switch is mambapy's")
+    tokens, _, _ = sample_recall(3, 45, 16, 4, 1, np.random.default_rng(0))  # 45: pscan pads to 64
+    parallel = set_mamba_scan(model, True)(tokens)
+    sequential = set_mamba_scan(model, False)(tokens)
+    torch.testing.assert_close(parallel, sequential, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(parallel, torch.zeros_like(parallel))

@@ -74,3 +74,15 @@ def test_schedule_and_bad_arguments():
     assert math.isclose(lr_factor(100, 100, 0, "cosine"), 0.0, abs_tol=1e-12)
     with pytest.raises(ValueError, match="schedule"):
         fit(make_model(0), blobs(), steps=1, seed=0, schedule="linear")
+
+
+def test_stop_when_ends_training_at_the_first_evaluation_that_satisfies_it():
+    train_set, test_set = blobs(seed=0), blobs(seed=1)
+    record = fit(make_model(0), train_set, steps=400, seed=0, batch_size=32, lr=3e-2, schedule="constant",
+                 evaluate=lambda m: {"test_accuracy": accuracy(m, test_set)}, eval_every=10, device="cpu",
+                 stop_when=lambda h: h["test_accuracy"][-1] > 0.95)
+    hist = record["history"]
+    assert record["stopped_early"] and record["steps_run"] == hist["step"][-1] < 400
+    assert hist["test_accuracy"][-1] > 0.95 and all(a <= 0.95 for a in hist["test_accuracy"][:-1])
+    never = fit(make_model(0), train_set, steps=30, seed=0, eval_every=10, device="cpu", stop_when=lambda h: False)
+    assert not never["stopped_early"] and never["steps_run"] == 30
