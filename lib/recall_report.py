@@ -29,7 +29,7 @@ def group(records: Sequence[Record], key: Callable[[dict[str, Any]], Hashable]) 
 
 def label(config: dict[str, Any]) -> str:
     """The model's display name for a configuration."""
-    return model_label(config["kind"], config["position"])
+    return model_label(config["kind"], config.get("position", "none"))
 
 
 def length_curve(runs: Sequence[Record]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -167,6 +167,22 @@ class ViT(nn.Module):
         return (logits, attention) if return_attention else logits
 
 
+def attention_rollout(attention: list[torch.Tensor]) -> torch.Tensor:
+    """Attention rollout (Abnar and Zuidema, 2020) of a list of per-layer weights (B, H, N, N), first layer first.
+
+    Each layer's head-averaged matrix is mixed half-and-half with the identity (the
+    residual connection) and re-normalised; the product over layers, (B, N, N), estimates
+    how much each input token contributes to each output token (row i, column j).
+    """
+    n = attention[0].shape[-1]
+    eye = torch.eye(n, dtype=attention[0].dtype, device=attention[0].device)
+    joint = eye.expand(attention[0].shape[0], n, n)
+    for weights in attention:
+        a = 0.5 * weights.mean(1) + 0.5 * eye
+        joint = (a / a.sum(-1, keepdim=True)) @ joint
+    return joint
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -143,3 +143,17 @@ def test_bad_arguments():
         ViT(image=(28, 28), patch=(5, 5), channels=1, classes=10, position="none")
     with pytest.raises(ValueError, match="divisible by 4"):
         ViT(image=(28, 28), patch=(4, 4), channels=1, classes=10, position="rope-axial", dim=36, heads=6)
+
+
+def test_attention_rollout_is_row_stochastic_and_matches_a_hand_product():
+    from lib.vit import attention_rollout
+
+    torch.manual_seed(0)
+    layers = [torch.softmax(torch.randn(2, 3, 5, 5), dim=-1) for _ in range(3)]
+    joint = attention_rollout(layers)
+    assert joint.shape == (2, 5, 5)
+    torch.testing.assert_close(joint.sum(-1), torch.ones(2, 5))
+    mixed = [0.5 * a.mean(1) + 0.5 * torch.eye(5) for a in layers]  # rows already sum to 1
+    torch.testing.assert_close(joint, mixed[2] @ mixed[1] @ mixed[0])
+    # with identity attention everywhere the rollout is the identity: each token only sees itself
+    torch.testing.assert_close(attention_rollout([torch.eye(5).expand(1, 2, 5, 5)] * 2), torch.eye(5).expand(1, 5, 5))
