@@ -17,6 +17,16 @@ from .plots import heatmap, line_with_band
 from .recall_experiment import model_label
 
 Record = dict[str, Any]
+STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "x")]
+"""(line style, marker) per curve, so that curves lying on top of each other stay distinguishable."""
+
+
+def _restyle(ax: Axes, index: int) -> None:
+    line = ax.get_lines()[-1]
+    style, marker = STYLES[index % len(STYLES)]
+    line.set_linestyle(style)
+    line.set_marker(marker)
+    line.set_markevery((index % 5, 5))
 
 
 def group(records: Sequence[Record], key: Callable[[dict[str, Any]], Hashable]) -> dict[Hashable, list[Record]]:
@@ -40,9 +50,9 @@ def length_curve(runs: Sequence[Record]) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def accuracy_at(runs: Sequence[Record], lengths: Sequence[int]) -> np.ndarray:
-    """Mean accuracy over seeds at each of ``lengths`` (a window of +-2 tokens, clipped to the tested range)."""
+    """Mean accuracy over seeds at exactly each of ``lengths`` (which must be tested lengths)."""
     all_lengths, mean, _, _ = length_curve(runs)
-    return np.array([mean[np.abs(all_lengths - n) <= 2].mean() for n in lengths])
+    return np.array([mean[list(all_lengths).index(n)] for n in lengths])
 
 
 def convergence_curve(runs: Sequence[Record]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -67,9 +77,10 @@ def steps_to_converge(runs: Sequence[Record]) -> list[int | None]:
 
 def plot_length_accuracy(ax: Axes, groups: dict[Hashable, list[Record]], L: int, title: str = "") -> None:
     """One curve (mean, band min..max over seeds) per group of accuracy against test length."""
-    for runs in groups.values():
+    for index, runs in enumerate(groups.values()):
         lengths, mean, low, high = length_curve(runs)
         line_with_band(ax, lengths, mean, low, high, label=f"{label(runs[0]['config'])} ({len(runs)} seeds)")
+        _restyle(ax, index)
     ax.axvline(L, color="grey", ls="--", lw=1)
     ax.text(L, 0.02, " training length", color="grey", fontsize=7)
     ax.set(xlabel="test sequence length", ylabel="accuracy", ylim=(-0.02, 1.02), title=title)
@@ -77,9 +88,10 @@ def plot_length_accuracy(ax: Axes, groups: dict[Hashable, list[Record]], L: int,
 
 def plot_convergence(ax: Axes, groups: dict[Hashable, list[Record]], title: str = "") -> None:
     """Test-batch accuracy against training step (mean, band over seeds) per group."""
-    for runs in groups.values():
+    for index, runs in enumerate(groups.values()):
         steps, mean, low, high = convergence_curve(runs)
         line_with_band(ax, steps, mean, low, high, label=label(runs[0]["config"]))
+        _restyle(ax, index)
     ax.set(xlabel="training step (batch 64)", ylabel="test-batch accuracy", ylim=(-0.02, 1.02), title=title)
 
 
