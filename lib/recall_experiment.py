@@ -190,7 +190,9 @@ def time_training(config: dict[str, Any], steps: int, *, parallel_scan: bool = T
 def recall_config(profile: str, **overrides: Any) -> dict[str, Any]:
     """A :func:`train_recall` configuration at the scale of ``profile``; ``overrides`` set the
     setting (kind, position, M, tau, d, lr, seed, ...). Every chapter builds its configurations
-    here, so equal settings give equal configurations and share one stored record."""
+    here. Keys are kept as given, not filled with defaults: a setting shares a stored record
+    only when it is spelled the same way (``position="none"`` given or left out hashes
+    differently), so chapters that reuse another chapter's runs build them identically."""
     base = {k: v for k, v in profile_settings(profile).items() if k != "seeds"}
     config = {**base, **overrides}
     unknown = set(config) - set(DEFAULTS)
