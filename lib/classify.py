@@ -70,6 +70,15 @@ def load_split(name: str, split: str, fraction: float = 1.0, seed: int = 0) -> T
     return TensorDataset(normalise(images, name), labels)
 
 
+def load_test(config: dict[str, Any]) -> TensorDataset:
+    """The config's test set: all of it, or a seeded random ``test_limit`` images (smoke runs)."""
+    test = load_split(config["dataset"], "test")
+    if config.get("test_limit"):
+        keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[: config["test_limit"]]
+        test = TensorDataset(*(t[keep] for t in test.tensors))
+    return test
+
+
 def build_vit(config: dict[str, Any]) -> ViT:
     """The ViT a config describes (model keys: position, patch, dim, depth, heads, mlp_dim, pool, dropout)."""
     channels, size = (1, 28) if config["dataset"] == "mnist" else (3, 32)
@@ -90,10 +99,7 @@ def train_classifier(config: dict[str, Any], return_model: bool = False):
     """
     name = config["dataset"]
     train = load_split(name, "train", config.get("train_fraction", 1.0), config["seed"])
-    test = load_split(name, "test")
-    if config.get("test_limit"):  # a seeded random subset of the test set (smoke runs)
-        keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[: config["test_limit"]]
-        test = TensorDataset(*(t[keep] for t in test.tensors))
+    test = load_test(config)
     images, labels = train.tensors
     steps_per_epoch = len(images) // config["batch_size"]
     steps = config["epochs"] * steps_per_epoch
@@ -126,15 +132,23 @@ def train_classifier(config: dict[str, Any], return_model: bool = False):
     return (result, model) if return_model else result
 
 
-def resized(data: TensorDataset, size: int) -> TensorDataset:
-    """The images zero-padded (background) to size x size: more patches, same object scale."""
+def resized(data: TensorDataset, size: int, placement: str = "centre") -> TensorDataset:
+    """The images placed on a size x size background canvas: more patches, same object scale.
+
+    ``placement`` is ``"centre"`` (equal margins; size - H must be even) or
+    ``"corner"`` (image at the top left, background to the right and below, so
+    the image's patches keep their grid coordinates). Images (B, C, H, W) -> (B, C, size, size).
+    """
     images, labels = data.tensors
     extra = size - images.shape[-1]
-    if extra < 0 or extra % 2:
+    if placement not in ("centre", "corner"):
+        raise ValueError(f"placement must be 'centre' or 'corner', got {placement!r}")
+    if extra < 0 or (placement == "centre" and extra % 2):
         raise ValueError(f"can only pad {images.shape[-1]} px images to a larger size by an even margin, got {size}")
     B, C, H, W = images.shape
     name = "mnist" if C == 1 else "cifar10"
     black = normalise(torch.zeros(1, C, 1, 1, dtype=torch.uint8), name)  # (1, C, 1, 1)
     canvas = black.expand(B, C, size, size).clone()
-    canvas[..., extra // 2: extra // 2 + H, extra // 2: extra // 2 + W] = images
+    offset = extra // 2 if placement == "centre" else 0
+    canvas[..., offset: offset + H, offset: offset + W] = images
     return TensorDataset(canvas, labels)
