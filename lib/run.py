@@ -114,17 +114,19 @@ def run_chapter(chapter: str | Path, profile: str, params: dict[str, Any], out_d
 
     source = chapter_source(chapter)
     out_dir.mkdir(parents=True, exist_ok=True)
-    input_nb = out_dir / f"{source.stem}.input.ipynb"
+    input_nb = out_dir / f"{source.stem}.{os.getpid()}.input.ipynb"  # per process: runs of one chapter may overlap
     jupytext.write(jupytext.read(source), input_nb)
-    params = {**params, "profile": profile}
-    check_parameters(declared_parameters(input_nb), params)
-    output_nb = out_dir / f"{source.stem}-{profile}.ipynb"
-    os.environ.setdefault("BOOK_BATCH", "1")
-    papermill.execute_notebook(
-        str(input_nb), str(output_nb), parameters=params, kernel_name="python3",
-        cwd=str(source.parent), progress_bar=False,
-    )
-    input_nb.unlink()
+    try:
+        params = {**params, "profile": profile}
+        check_parameters(declared_parameters(input_nb), params)
+        output_nb = out_dir / f"{source.stem}-{profile}.ipynb"
+        os.environ.setdefault("BOOK_BATCH", "1")
+        papermill.execute_notebook(
+            str(input_nb), str(output_nb), parameters=params, kernel_name="python3",
+            cwd=str(source.parent), progress_bar=False,
+        )
+    finally:
+        input_nb.unlink(missing_ok=True)
     return output_nb
 
 

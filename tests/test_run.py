@@ -49,6 +49,7 @@ def test_runner_executes_with_parameters(chapter, tmp_path):
                  "--out", str(tmp_path / "out")]) == 0
     assert json.loads((tmp_path / "ran.json").read_text()) == {"profile": "smoke", "n": 5, "scale": 2, "name": "demo"}
     assert (tmp_path / "out" / "tiny-smoke.ipynb").exists()
+    assert not list((tmp_path / "out").glob("*.input.ipynb")), "the per-process input notebook is removed"
 
 
 @pytest.mark.parametrize(
@@ -63,6 +64,7 @@ def test_runner_rejects_bad_parameters_before_any_work(chapter, tmp_path, capsys
     if "unknown" in message:
         assert "n = 3" in err and "scale = 0.5" in err, "the error lists the valid parameters"
     assert not (tmp_path / "ran.json").exists(), "nothing may run after a bad parameter"
+    assert not list((tmp_path / "out").glob("*.input.ipynb")), "the input notebook is removed on errors too"
 
 
 def test_missing_chapter(tmp_path, capsys):
