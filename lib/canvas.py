@@ -44,8 +44,9 @@ def canvas_study(config: dict[str, Any], sizes: Sequence[int], attention_images:
 
     Returns the training result plus, for each size in ``sizes`` and each
     placement (centre only where the margin is a whole number of patches, so
-    that the object's patches are unchanged), the test accuracy and the per-layer CLS attention share on the
-    padding patches (on the first ``attention_images`` test images).
+    that the object's patches are unchanged), the test accuracy and the
+    per-layer CLS attention share on the padding patches (on the first
+    ``attention_images`` test images).
     """
     result, model = train_classifier(config, return_model=True)
     test = load_test(config)
