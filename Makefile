@@ -11,6 +11,8 @@ SHARED_DATA ?= ../shared/data
 PROFILE ?= cpu
 export BOOK_DATA_CACHE ?= $(HOME)/.cache/attention-book
 export BOOK_BATCH = 1
+# chapters, tests and builds import this checkout's lib, whatever another clone pip-installed
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 MIRROR := $(BOOK_DATA_CACHE)/mirror
 CHAPTERS := $(shell find chapters -name '*.md' ! -name index.md | sort)
 
@@ -71,7 +73,16 @@ nbval: install data sync
 	BOOK_PROFILE=smoke BOOK_RESULTS=$(CURDIR)/_build/smoke-results $(PYTHON) -m pytest -q -p no:cacheprovider \
 	  --nbval-lax --nbval-kernel-name python3 $(CHAPTERS:.md=.ipynb) intro.ipynb
 
-test: pytest nbval
+# `make test` must leave the tree as it found it: the state of tracked files (and the list of
+# untracked ones) is compared before and after; executing chapters must not rewrite any source.
+TREE_STATE = git status --porcelain 2>/dev/null; git diff 2>/dev/null
+test:
+	@$(SHELL) -c '$(TREE_STATE)' > _build/.tree-before 2>/dev/null || { mkdir -p _build && $(SHELL) -c '$(TREE_STATE)' > _build/.tree-before; }
+	$(MAKE) pytest nbval
+	@$(SHELL) -c '$(TREE_STATE)' > _build/.tree-after
+	@cmp -s _build/.tree-before _build/.tree-after || { echo "make test changed the source tree:"; \
+	  diff _build/.tree-before _build/.tree-after | head -40; exit 1; }
+	@echo "make test: the source tree is unchanged"
 
 run: install data
 	$(PYTHON) -m lib.run $(CHAPTER) --profile $(PROFILE) $(PARAMS)

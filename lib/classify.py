@@ -11,23 +11,70 @@ accuracy, seconds per epoch, parameter count), ready for the results store.
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from .data import load_images
-from .train import BatchFn, accuracy, fit, seeded
-from .vit import ViT, count_parameters
+from .config import normalise, require, takes
+from .data import MEAN_STD, SHAPES, load_images, normalise_images  # noqa: F401 (re-exported)
+from .train import BatchFn, accuracy, fit
+from .vit import POSITION_SCHEMES, ViT, count_parameters
 
-MEAN_STD = {"mnist": ((0.1307,), (0.3081,)), "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}
 
 
-def normalise(images: torch.Tensor, name: str) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float32 standardised with the dataset's channel statistics."""
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in MEAN_STD[name])
-    return (images.float() / 255 - mean) / std
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """One ViT classifier trained by :func:`train_classifier`. Every key has a default."""
+
+    dataset: Literal["mnist", "cifar10"] = "mnist"
+    train_fraction: float = 1.0  # share of the training set (class-balanced, seeded)
+    position: str = "ape"  # a key of lib.vit.POSITION_SCHEMES
+    patch: list[int] = field(default_factory=lambda: [4, 4])  # (height, width) in pixels
+    dim: int = 64
+    depth: int = 4
+    heads: int = 4
+    mlp_dim: int = 128
+    pool: Literal["cls", "mean"] = "cls"
+    dropout: float = 0.0
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 2e-3  # AdamW, after one linear warm-up, cosine decay to 0
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.1
+    seed: int = 0
+    eval_sizes: list[int] = field(default_factory=list)  # extra square test canvases, e.g. [36]
+    test_limit: Optional[int] = None  # evaluate on this many random test images only (smoke runs)
+
+    def __post_init__(self) -> None:
+        channels, height, width = SHAPES[self.dataset]
+        require(0 < self.train_fraction <= 1, "train_fraction", self.train_fraction, "in (0, 1]")
+        require(self.position in POSITION_SCHEMES, "position", self.position, f"one of {list(POSITION_SCHEMES)}")
+        require(len(self.patch) == 2 and all(p >= 1 for p in self.patch), "patch", self.patch,
+                "[height, width] of positive integers")
+        require(height % self.patch[0] == 0 and width % self.patch[1] == 0, "patch", self.patch,
+                f"a divisor of the {height}x{width} images of {self.dataset}")
+        for name in ("dim", "depth", "heads", "mlp_dim", "epochs", "batch_size"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+        require(self.dim % self.heads == 0, "heads", self.heads, f"a divisor of dim={self.dim}")
+        if self.position.startswith("rope"):
+            require((self.dim // self.heads) % 4 == 0, "dim", self.dim,
+                    f"such that dim / heads is divisible by 4 (2-D RoPE), got head width {self.dim // self.heads}")
+        require(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
+        require(self.lr > 0, "lr", self.lr, "a positive number")
+        require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        require(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs,
+                f"between 0 and epochs={self.epochs}")
+        require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)")
+        require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        for size in self.eval_sizes:
+            require(size >= height and (size - height) % 2 == 0 and size % self.patch[0] == 0
+                    and size % self.patch[1] == 0, "eval_sizes", self.eval_sizes,
+                    f"canvas sizes >= {height} with an even margin and a whole number of patches")
+        require(self.test_limit is None or self.test_limit >= 1, "test_limit", self.test_limit, "None or >= 1")
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
@@ -67,36 +114,35 @@ def load_split(name: str, split: str, fraction: float = 1.0, seed: int = 0) -> T
             keep.append(members[torch.randperm(len(members), generator=gen)[: int(round(fraction * len(members)))]])
         index = torch.cat(keep).sort().values
         images, labels = images[index], labels[index]
-    return TensorDataset(normalise(images, name), labels)
+    return TensorDataset(normalise_images(images, name), labels)
 
 
 def load_test(config: dict[str, Any]) -> TensorDataset:
     """The config's test set: all of it, or a seeded random ``test_limit`` images (smoke runs)."""
     test = load_split(config["dataset"], "test")
-    if config.get("test_limit"):
+    if config.get("test_limit") is not None:
         keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[: config["test_limit"]]
         test = TensorDataset(*(t[keep] for t in test.tensors))
     return test
 
 
 def build_vit(config: dict[str, Any]) -> ViT:
-    """The ViT a config describes (model keys: position, patch, dim, depth, heads, mlp_dim, pool, dropout)."""
-    channels, size = (1, 28) if config["dataset"] == "mnist" else (3, 32)
-    with seeded(config["seed"]):
-        return ViT(image=(size, size), patch=tuple(config["patch"]), channels=channels, classes=10,
-                   position=config["position"], dim=config["dim"], depth=config["depth"], heads=config["heads"],
-                   mlp_dim=config["mlp_dim"], pool=config.get("pool", "cls"), dropout=config.get("dropout", 0.0),
-                   seed=config["seed"])
+    """The ViT a :class:`ClassifierConfig` describes, initialised from its seed."""
+    c = normalise(ClassifierConfig, config)
+    channels, height, width = SHAPES[c["dataset"]]
+    return ViT(image=(height, width), patch=tuple(c["patch"]), channels=channels, classes=10,
+               position=c["position"], dim=c["dim"], depth=c["depth"], heads=c["heads"],
+               mlp_dim=c["mlp_dim"], pool=c["pool"], dropout=c["dropout"], seed=c["seed"])
 
 
+@takes(ClassifierConfig)
 def train_classifier(config: dict[str, Any], return_model: bool = False):
     """Train the configured ViT; returns the JSON-able result (and the model when asked).
 
-    Config keys: dataset, train_fraction, position, patch, dim, depth, heads, mlp_dim,
-    epochs, batch_size, lr, weight_decay, warmup_epochs, label_smoothing, seed,
-    and optionally eval_sizes (extra square test resolutions, e.g. [36]) and
-    test_limit (evaluate on that many random test images only).
+    ``config`` is normalised by :class:`ClassifierConfig`: missing keys take their
+    defaults, unknown keys or out-of-domain values raise :class:`lib.config.ConfigError`.
     """
+    config = normalise(ClassifierConfig, config)
     name = config["dataset"]
     train = load_split(name, "train", config.get("train_fraction", 1.0), config["seed"])
     test = load_test(config)
@@ -128,11 +174,11 @@ def train_classifier(config: dict[str, Any], return_model: bool = False):
             "train_images": len(images),
         }
         for size in config.get("eval_sizes", []):
-            result[f"test_accuracy_{size}px"] = accuracy(model, resized(test, size))
+            result[f"test_accuracy_{size}px"] = accuracy(model, on_canvas(test, size))
     return (result, model) if return_model else result
 
 
-def resized(data: TensorDataset, size: int, placement: str = "centre") -> TensorDataset:
+def on_canvas(data: TensorDataset, size: int, placement: str = "centre") -> TensorDataset:
     """The images placed on a size x size background canvas: more patches, same object scale.
 
     ``placement`` is ``"centre"`` (equal margins; size - H must be even) or
@@ -147,7 +193,7 @@ def resized(data: TensorDataset, size: int, placement: str = "centre") -> Tensor
         raise ValueError(f"can only pad {images.shape[-1]} px images to a larger size by an even margin, got {size}")
     B, C, H, W = images.shape
     name = "mnist" if C == 1 else "cifar10"
-    black = normalise(torch.zeros(1, C, 1, 1, dtype=torch.uint8), name)  # (1, C, 1, 1)
+    black = normalise_images(torch.zeros(1, C, 1, 1, dtype=torch.uint8), name)  # (1, C, 1, 1)
     canvas = black.expand(B, C, size, size).clone()
     offset = extra // 2 if placement == "centre" else 0
     canvas[..., offset: offset + H, offset: offset + W] = images

@@ -32,6 +32,11 @@ CLASSES: dict[str, tuple[str, ...]] = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 }
 SHAPES: dict[str, tuple[int, int, int]] = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+"""Per-channel mean and standard deviation of each training set (pixel values in [0, 1])."""
 
 
 class DatasetNotFound(RuntimeError):
@@ -91,6 +96,19 @@ def _from_torchvision(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor
     data = torch.as_tensor(np.asarray(ds.data))
     images = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
     return images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+
+
+def normalise_images(images: torch.Tensor, name: str) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 standardised with the dataset's channel statistics."""
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in MEAN_STD[name])
+    return (images.float() / 255 - mean) / std
+
+
+def pictures(images: torch.Tensor, name: str) -> np.ndarray:
+    """Standardised images (B, C, H, W) back to displayable arrays in [0, 1]: (B, H, W) grey or (B, H, W, 3)."""
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in MEAN_STD[name])
+    out = (images.detach().cpu().float() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    return out[..., 0] if out.shape[-1] == 1 else out
 
 
 def load_images(name: str, split: str, mirror: str | Path | None = None) -> Images:

@@ -59,3 +59,42 @@ def subplots(nrows: int = 1, ncols: int = 1, *, width: float = 3.2, height: floa
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
                              layout="constrained", squeeze=False, **kw)
     return fig, axes
+
+
+def attention_grid(
+    axes: np.ndarray,
+    pictures: Sequence[np.ndarray],
+    maps: np.ndarray,
+    grid: tuple[int, int],
+    *,
+    titles: Sequence[str],
+    overlay: bool = False,
+    row_labels: Sequence[str] | None = None,
+    cmap: str = "magma",
+) -> Figure:
+    """Rows of (picture, map 1, ..., map K) on a 2-D array of axes (B, 1 + K).
+
+    ``pictures`` are B images (H, W) grey or (H, W, 3) in [0, 1]; ``maps`` (B, K, G)
+    are weights over the G = grid[0] * grid[1] patches, drawn on the patch grid,
+    alone or (``overlay``) over the picture. ``titles`` label the 1 + K columns.
+    """
+    maps = np.asarray(maps)
+    for row, picture in enumerate(pictures):
+        grey = np.ndim(picture) == 2
+        axes[row, 0].imshow(picture, cmap="gray" if grey else None)
+        height, width = np.shape(picture)[:2]
+        for col, weights in enumerate(maps[row], start=1):
+            ax = axes[row, col]
+            if overlay:
+                ax.imshow(picture, cmap="gray" if grey else None)
+                ax.imshow(weights.reshape(grid), cmap=cmap, alpha=0.6, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+            else:
+                ax.imshow(weights.reshape(grid), cmap=cmap)
+        if row_labels is not None:
+            axes[row, 0].set_ylabel(row_labels[row], fontsize=7)
+    for col, title in enumerate(titles):
+        axes[0, col].set_title(title, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return axes[0, 0].figure

@@ -18,18 +18,43 @@ Three ways to tell attention where a token is:
   half with y) and :class:`RoPEMixed` (learnable frequencies, every pair turns
   with theta_x x + theta_y y).
 
-Frequencies and angles are plain functions (``axial_frequencies``,
-``mixed_frequencies``, ``rope_angles``, ``rotate_pairs``) so they can be tested
-on their own. Shapes: N tokens, Hh heads, Dh head width.
+Every scheme is a class. Those that act in every attention layer share one
+interface, ``forward(q, k, grid) -> (q, k, bias)``: the bias schemes return q
+and k unchanged and a bias (Hh, N, N); the rotary ones return rotated q and k
+and no bias; :class:`NoPosition` returns all three untouched. Each class has
+``from_geometry(geometry)``, so that :data:`lib.vit.POSITION_SCHEMES` can map a
+name straight to a class. Frequencies and angles are plain functions
+(``axial_frequencies``, ``mixed_frequencies``, ``rope_angles``,
+``rotate_pairs``) so they can be tested on their own. Shapes: N tokens,
+Hh heads, Dh head width.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+QKBias = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What a position scheme needs to know about the model it sits in."""
+
+    grid: tuple[int, int]  # training grid of patches (rows, columns)
+    dim: int  # token width D
+    heads: int  # attention heads Hh
+    num_prefix: int  # tokens before the patches (1 for a CLS token)
+    generator: torch.Generator | None = None  # random initialisations (RoPE-Mixed directions)
+    manhattan_degree: int = 3
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
 
 
 def grid_coordinates(grid: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
@@ -44,17 +69,37 @@ def pad_prefix(bias: torch.Tensor, num_prefix: int) -> torch.Tensor:
     return F.pad(bias, (num_prefix, 0, num_prefix, 0))
 
 
+class NoPosition(nn.Module):
+    """NoPE: s_ij = q_i . k_j / sqrt(Dh); q, k pass through, no bias."""
+
+    per_layer = True
+
+    @classmethod
+    def from_geometry(cls, geometry: Geometry) -> "NoPosition":
+        return cls()
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> QKBias:
+        """q, k (B, Hh, N, Dh) -> q, k, None."""
+        return q, k, None
+
+
 class LearnedAbsolute(nn.Module):
-    """APE: a learned vector per token position, added to the tokens, x + E[pos].
+    """APE: a learned vector per token position, added to the tokens once, x + E[pos].
 
     Trained for one grid; at another grid the patch table is resized by bicubic
     interpolation in 2-D (as ViT does when fine-tuning at a higher resolution).
     """
 
+    per_layer = False  # acts on the tokens before the first block, not inside attention
+
     def __init__(self, grid: tuple[int, int], dim: int, num_prefix: int = 1):
         super().__init__()
         self.grid, self.num_prefix = grid, num_prefix
         self.table = nn.Parameter(0.02 * torch.randn(num_prefix + grid[0] * grid[1], dim))
+
+    @classmethod
+    def from_geometry(cls, geometry: Geometry) -> "LearnedAbsolute":
+        return cls(geometry.grid, geometry.dim, geometry.num_prefix)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """x (B, N, D) -> x + table (B, N, D)."""
@@ -77,12 +122,22 @@ class RelativeBias1D(nn.Module):
     the trained range reuse the table's end entries (clamping).
     """
 
+    per_layer = True
+
     def __init__(self, num_patches: int, heads: int, num_prefix: int = 1):
         super().__init__()
         self.num_patches, self.num_prefix = num_patches, num_prefix
         self.table = nn.Parameter(torch.zeros(heads, 2 * num_patches - 1))
 
-    def forward(self, grid: tuple[int, int]) -> torch.Tensor:
+    @classmethod
+    def from_geometry(cls, geometry: Geometry) -> "RelativeBias1D":
+        return cls(geometry.grid[0] * geometry.grid[1], geometry.heads, geometry.num_prefix)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> QKBias:
+        """q, k (B, Hh, N, Dh) -> q, k unchanged and the bias (Hh, N, N)."""
+        return q, k, self.bias(grid)
+
+    def bias(self, grid: tuple[int, int]) -> torch.Tensor:
         """-> bias (Hh, N, N) with N = num_prefix + H*W."""
         n = torch.arange(grid[0] * grid[1], device=self.table.device)
         offset = (n[None, :] - n[:, None]).clamp(-(self.num_patches - 1), self.num_patches - 1)
@@ -98,12 +153,24 @@ class ManhattanBias(nn.Module):
     Coefficients start at 0 (no bias).
     """
 
+    per_layer = True
+
     def __init__(self, grid: tuple[int, int], heads: int, degree: int = 3, num_prefix: int = 1):
         super().__init__()
+        if not isinstance(degree, int) or degree < 1:
+            raise ValueError(f"degree={degree!r}: the Manhattan polynomial needs an integer degree >= 1")
         self.scale, self.num_prefix = max(1, grid[0] + grid[1] - 2), num_prefix
         self.coefficients = nn.Parameter(torch.zeros(heads, degree + 1))
 
-    def forward(self, grid: tuple[int, int]) -> torch.Tensor:
+    @classmethod
+    def from_geometry(cls, geometry: Geometry) -> "ManhattanBias":
+        return cls(geometry.grid, geometry.heads, geometry.manhattan_degree, geometry.num_prefix)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> QKBias:
+        """q, k (B, Hh, N, Dh) -> q, k unchanged and the bias (Hh, N, N)."""
+        return q, k, self.bias(grid)
+
+    def bias(self, grid: tuple[int, int]) -> torch.Tensor:
         """-> bias (Hh, N, N) with N = num_prefix + H*W."""
         xy = grid_coordinates(grid, self.coefficients.device)
         distance = (xy[:, None, :] - xy[None, :, :]).abs().sum(-1) / self.scale  # (L, L)
@@ -119,7 +186,7 @@ def axial_frequencies(head_dim: int, base: float = 100.0) -> torch.Tensor:
     return base ** (-torch.arange(head_dim // 4).float() / (head_dim // 4))
 
 
-def mixed_frequencies(head_dim: int, heads: int, generator: torch.Generator, base: float = 10.0) -> torch.Tensor:
+def mixed_frequencies(head_dim: int, heads: int, generator: torch.Generator | None, base: float = 10.0) -> torch.Tensor:
     """RoPE-Mixed initial frequencies -> (2, Hh, Dh/2): [theta_x, theta_y] for every head and channel pair.
 
     Magnitudes base^(-t/(Dh/4)); head h points the first Dh/4 pairs in a random
@@ -156,17 +223,18 @@ class _RoPE(nn.Module):
     """Shared forward of the two RoPE variants: rotate the patch tokens of q and k, never in place."""
 
     num_prefix: int
+    per_layer = True
 
     def frequencies(self) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """q, k (B, Hh, N, Dh) -> rotated q, k (B, Hh, N, Dh); the first num_prefix tokens untouched."""
+    def forward(self, q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> QKBias:
+        """q, k (B, Hh, N, Dh) -> rotated q, k (B, Hh, N, Dh), no bias; the first num_prefix tokens untouched."""
         p = self.num_prefix
         angles = rope_angles(grid_coordinates(grid, q.device), self.frequencies())  # (L, Dh/2) or (Hh, L, Dh/2)
         q = torch.cat([q[..., :p, :], rotate_pairs(q[..., p:, :], angles)], dim=-2)
         k = torch.cat([k[..., :p, :], rotate_pairs(k[..., p:, :], angles)], dim=-2)
-        return q, k
+        return q, k, None
 
 
 class RoPEAxial(_RoPE):
@@ -179,6 +247,10 @@ class RoPEAxial(_RoPE):
         zeros = torch.zeros_like(f)
         self.register_buffer("freqs", torch.stack([torch.cat([f, zeros]), torch.cat([zeros, f])]), persistent=False)
 
+    @classmethod
+    def from_geometry(cls, geometry: Geometry) -> "RoPEAxial":
+        return cls(geometry.head_dim, geometry.num_prefix)
+
     def frequencies(self) -> torch.Tensor:
         return self.freqs  # (2, Dh/2)
 
@@ -186,10 +258,15 @@ class RoPEAxial(_RoPE):
 class RoPEMixed(_RoPE):
     """RoPE-Mixed: every pair turns by theta_x x + theta_y y with learnable per-head frequencies (one set per layer)."""
 
-    def __init__(self, head_dim: int, heads: int, generator: torch.Generator, num_prefix: int = 1, base: float = 10.0):
+    def __init__(self, head_dim: int, heads: int, generator: torch.Generator | None = None, num_prefix: int = 1,
+                 base: float = 10.0):
         super().__init__()
         self.num_prefix = num_prefix
         self.freqs = nn.Parameter(mixed_frequencies(head_dim, heads, generator, base))  # (2, Hh, Dh/2)
+
+    @classmethod
+    def from_geometry(cls, geometry: Geometry) -> "RoPEMixed":
+        return cls(geometry.head_dim, geometry.heads, geometry.generator, geometry.num_prefix)
 
     def frequencies(self) -> torch.Tensor:
         return self.freqs

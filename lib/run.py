@@ -7,6 +7,14 @@ The executed notebook goes to ``_build/runs/<chapter>-<profile>.ipynb``; the
 chapter's experiments write their records to the results store
 (``results/<profile>/``), where the book build finds them.
 
+The chapter runs against the ``lib`` of the checkout this runner belongs to
+(its folder goes first on the kernel's ``PYTHONPATH``, whatever another clone
+has pip-installed) and writes into that checkout's ``results/``, or into
+``$BOOK_RESULTS`` resolved from the directory the runner was started in. The
+runner says at start which checkout, profile, device and store it uses. A
+profile meant for hardware the machine lacks (``gpu`` without CUDA) refuses to
+start unless ``--force`` is given.
+
 Examples::
 
     python -m lib.run chapters/nndl_s4/self_supervised_gaussian --profile smoke
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -107,12 +116,37 @@ def declared_parameters(notebook: Path) -> dict[str, Any]:
     return {name: info["default"] for name, info in found.items()}
 
 
+class HardwareError(RuntimeError):
+    """The profile needs hardware this machine does not have."""
+
+
+def check_hardware(profile: str, force: bool = False) -> str:
+    """The device the chapter will use; raises :class:`HardwareError` for ``gpu`` without CUDA (unless forced)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    if profile == "gpu" and not force:
+        raise HardwareError("profile 'gpu' is the full-scale rerun for a CUDA machine, and this machine has no CUDA "
+                            "device: on the CPU it would run for days. Use --profile cpu, or add --force to run "
+                            "the gpu profile on the CPU anyway.")
+    return "cpu"
+
+
+def checkout_environment() -> dict[str, str]:
+    """Environment for the kernel: this checkout's lib first on PYTHONPATH, absolute BOOK_RESULTS."""
+    env = {"PYTHONPATH": os.pathsep.join([str(BOOK_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    if os.environ.get("BOOK_RESULTS"):
+        env["BOOK_RESULTS"] = str(Path(os.environ["BOOK_RESULTS"]).resolve())
+    return env
+
+
 def run_chapter(chapter: str | Path, profile: str, params: dict[str, Any], out_dir: Path) -> Path:
     """Convert, check and execute ``chapter``; returns the executed notebook's path."""
     import jupytext
     import papermill
 
-    source = chapter_source(chapter)
+    source = chapter_source(chapter).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     input_nb = out_dir / f"{source.stem}.{os.getpid()}.input.ipynb"  # per process: runs of one chapter may overlap
     jupytext.write(jupytext.read(source), input_nb)
@@ -121,6 +155,7 @@ def run_chapter(chapter: str | Path, profile: str, params: dict[str, Any], out_d
         check_parameters(declared_parameters(input_nb), params)
         output_nb = out_dir / f"{source.stem}-{profile}.ipynb"
         os.environ.setdefault("BOOK_BATCH", "1")
+        os.environ.update(checkout_environment())
         papermill.execute_notebook(
             str(input_nb), str(output_nb), parameters=params, kernel_name="python3",
             cwd=str(source.parent), progress_bar=False,
@@ -130,6 +165,20 @@ def run_chapter(chapter: str | Path, profile: str, params: dict[str, Any], out_d
     return output_nb
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("chapter", help="chapters/<part>/<name>[.md]")
@@ -137,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                         help="override a parameter of the chapter's parameters cell (repeatable)")
     parser.add_argument("--out", default=str(BOOK_ROOT / "_build" / "runs"), help="where the executed notebook goes")
+    parser.add_argument("--force", action="store_true", help="run the gpu profile even without a CUDA device")
     args = parser.parse_args(argv)
     params = {}
     for item in args.param:
@@ -146,8 +196,18 @@ def main(argv: list[str] | None = None) -> int:
         params[name.strip()] = parse_value(value)
     profile = params.pop("profile", None) or args.profile or default_profile()
     try:
-        output = run_chapter(args.chapter, profile, params, Path(args.out))
-    except (ParameterError, FileNotFoundError) as err:
+        chapter_source(args.chapter)
+        if profile not in PROFILES:
+            raise ParameterError(f"profile={profile!r} is not a profile; valid: {', '.join(PROFILES)}")
+        device = check_hardware(profile, args.force)
+        from .store import ResultsStore
+
+        with _environment(checkout_environment()):
+            store = ResultsStore(profile).root
+        read_only = " (read-only)" if os.environ.get("BOOK_READ_ONLY") == "1" else ""
+        print(f"checkout {BOOK_ROOT}\nprofile {profile}, device {device}\nstore {store}{read_only}", flush=True)
+        output = run_chapter(args.chapter, profile, params, Path(args.out).resolve())
+    except (ParameterError, FileNotFoundError, HardwareError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"executed notebook: {output}")

@@ -12,8 +12,20 @@ stored result when the record exists and only computes it otherwise; a sweep
 over many configurations therefore resumes where it was killed, and a book build
 with committed records does no training at all.
 
-The default root is ``results/`` at the top of the book (``$BOOK_RESULTS``
-overrides it). ``results/cpu`` is committed; ``results/smoke`` is CI scratch.
+Configurations are normalised before they are hashed: an experiment function
+marked with :func:`lib.config.takes` has every default filled in, unknown keys
+rejected and values canonicalised, so two spellings of one experiment share a
+record. A sweep validates all its configurations before it runs the first.
+
+Two processes on one store never compute the same configuration twice: the
+one that computes it holds an exclusive lock on ``<root>/<profile>/.claims/<record
+name>.claim`` (``fcntl.flock``, released by the kernel if the process dies); a sweep
+skips configurations claimed by someone else and comes back to them at the end.
+
+The default root is ``results/`` of the checkout this ``lib`` belongs to;
+``$BOOK_RESULTS`` overrides it (a relative path is resolved against the
+directory the process started in). ``results/cpu`` is committed;
+``results/smoke`` is CI scratch.
 
 With ``BOOK_READ_ONLY=1`` (the book build sets it) the store never computes:
 a missing record raises :class:`MissingResult` in :meth:`ResultsStore.record`,
@@ -23,22 +35,28 @@ sweep is unfinished renders what is finished instead of training for hours.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .config import config_class_of, normalise
 from .profiles import check_profile
+from .provenance import Clock, provenance
 
 ENV_VAR = "BOOK_RESULTS"
 READ_ONLY_ENV = "BOOK_READ_ONLY"
-DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "results"
+BOOK_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ROOT = BOOK_ROOT / "results"
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
 def _to_json(value: Any) -> Any:
@@ -60,8 +78,58 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
 
 
+def normalised(config: dict[str, Any], fn: Callable[..., Any] | None) -> dict[str, Any]:
+    """``config`` in the canonical form the store hashes: through the function's configuration
+    class when it declares one (:func:`lib.config.takes`), else as canonical JSON."""
+    config_class = config_class_of(fn) if fn is not None else None
+    if config_class is not None:
+        return normalise(config_class, config)
+    return json.loads(canonical_json(config))
+
+
+def non_finite(value: Any, where: str = "result") -> str | None:
+    """The path of the first NaN or infinite number inside ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, dict):
+        items: Iterable[tuple[str, Any]] = ((f"{where}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((bad for path, v in items if (bad := non_finite(v, path)) is not None), None)
+
+
+class StoreError(RuntimeError):
+    """A record that cannot be used; the message names the file and what to do."""
+
+
 class MissingResult(LookupError):
     """A record is missing and the store is read-only."""
+
+
+class NonFiniteResult(ValueError):
+    """An experiment returned NaN or an infinity; no record is written."""
+
+
+def chapter_for(name: str) -> str | None:
+    """The chapter whose source mentions experiment ``name`` (to say which command produces it)."""
+    for source in sorted((BOOK_ROOT / "chapters").glob("*/*.md")):
+        if f'"{name}"' in source.read_text(errors="replace"):
+            return str(source.relative_to(BOOK_ROOT).with_suffix(""))
+    return None
+
+
+def _how_to_produce(name: str, profile: str) -> str:
+    chapter = chapter_for(name)
+    target = chapter or "<the chapter that runs it>"
+    return f"python -m lib.run {target} --profile {profile}"
+
+
+def default_root() -> Path:
+    """``$BOOK_RESULTS`` (relative paths taken from the current directory) or this checkout's results/."""
+    given = os.environ.get(ENV_VAR)
+    return Path(given).resolve() if given else DEFAULT_ROOT
 
 
 class ResultsStore:
@@ -72,35 +140,58 @@ class ResultsStore:
     """
 
     def __init__(self, profile: str, root: str | Path | None = None, read_only: bool | None = None):
-        root = Path(root or os.environ.get(ENV_VAR) or DEFAULT_ROOT)
         self.profile = check_profile(profile)
-        self.root = root / profile
+        self.root = (Path(root).resolve() if root is not None else default_root()) / profile
         self.read_only = os.environ.get(READ_ONLY_ENV) == "1" if read_only is None else read_only
 
-    def path(self, name: str, config: dict[str, Any]) -> Path:
+    @classmethod
+    def committed(cls, profile: str = "cpu") -> "ResultsStore":
+        """The read-only store of the records committed with this checkout (``results/<profile>``),
+        whatever ``$BOOK_RESULTS`` says: chapters check their claims on it at every profile."""
+        return cls(profile, root=DEFAULT_ROOT, read_only=True)
+
+    def path(self, name: str, config: dict[str, Any], fn: Callable[..., Any] | None = None) -> Path:
         """Where the record of ``(name, config)`` lives (whether or not it exists)."""
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
             raise ValueError(f"experiment name {name!r}: use letters, digits, '.', '_' or '-'")
-        return self.root / name / f"{name}-{config_hash(config)}.json"
+        return self.root / name / f"{name}-{config_hash(normalised(config, fn))}.json"
 
-    def get(self, name: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    def _read(self, path: Path) -> dict[str, Any]:
+        name = path.parent.name
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise StoreError(f"record {path} is not valid JSON ({err}); delete it to recompute it: "
+                             f"rm {path} && {_how_to_produce(name, self.profile)}") from err
+        missing = [k for k in ("config", "result") if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise StoreError(f"record {path} lacks {missing}; delete it to recompute it: "
+                             f"rm {path} && {_how_to_produce(name, self.profile)}")
+        return record
+
+    def get(self, name: str, config: dict[str, Any], fn: Callable[..., Any] | None = None) -> dict[str, Any] | None:
         """The stored record (``config``, ``result``, ``seconds``, ...) or ``None``."""
-        path = self.path(name, config)
-        if not path.exists():
-            return None
-        return json.loads(path.read_text())
+        path = self.path(name, config, fn)
+        return self._read(path) if path.exists() else None
 
-    def put(self, name: str, config: dict[str, Any], result: Any, seconds: float) -> dict[str, Any]:
-        """Write the record atomically and return it."""
+    def put(self, name: str, config: dict[str, Any], result: Any, seconds: float,
+            fn: Callable[..., Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the record atomically and return it. Refuses NaN or infinite numbers in ``result``."""
+        config = normalised(config, fn)
         path = self.path(name, config)
+        result = json.loads(json.dumps(result, default=_to_json))  # numpy, torch -> plain JSON
+        bad = non_finite(result)
+        if bad is not None:
+            raise NonFiniteResult(f"{name} with config {canonical_json(config)} produced a non-finite number at "
+                                  f"{bad}; no record written (lower the learning rate, or check the inputs)")
         record = {
             "name": name,
             "profile": self.profile,
-            "config": json.loads(canonical_json(config)),
+            "config": config,
             "result": result,
             "seconds": round(seconds, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "lib_version": __version__,
+            **(extra or {}),
         }
         text = json.dumps(record, indent=1, sort_keys=True, default=_to_json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,15 +206,56 @@ class ResultsStore:
             raise
         return json.loads(text)
 
+    @contextmanager
+    def claim(self, path: Path, wait: bool) -> Iterator[bool]:
+        """Hold the exclusive claim on the record at ``path``: yields True when held.
+
+        With ``wait=False`` yields False at once if another process holds it.
+        The claim is an ``flock`` on ``.claims/<record name>.claim``, which the kernel
+        releases when the holder exits, so a crashed run never blocks others.
+        """
+        claims = self.root / ".claims"
+        claims.mkdir(parents=True, exist_ok=True)
+        with open(claims / f"{path.stem}.claim", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                handle.truncate(0)
+                handle.write(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+                handle.flush()
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _compute(self, name: str, config: dict[str, Any], fn: Callable[[dict[str, Any]], Any],
+                 wait: bool = True) -> dict[str, Any] | None:
+        """Compute and store one record under its claim; None if another process holds the claim."""
+        path = self.path(name, config)
+        with self.claim(path, wait) as held:
+            if not held:
+                return None
+            if path.exists():  # finished by another process while we waited
+                return self._read(path)
+            clock = Clock()
+            result = fn(config)
+            seconds = clock.stop()
+            return self.put(name, config, result, seconds["wall_seconds"],
+                            extra={"provenance": {**provenance(), **seconds}})
+
     def record(self, name: str, config: dict[str, Any], fn: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
         """The stored record of ``(name, config)``; computes ``fn(config)`` and stores it if missing."""
-        record = self.get(name, config)
-        if record is None and self.read_only:
-            raise MissingResult(f"no record for {name} with config {canonical_json(config)} in {self.root} (read-only)")
-        if record is None:
-            start = time.perf_counter()
-            result = fn(config)
-            record = self.put(name, config, result, time.perf_counter() - start)
+        config = normalised(config, fn)
+        path = self.path(name, config)
+        if path.exists():
+            return self._read(path)
+        if self.read_only:
+            raise MissingResult(f"no record {path} for {name} with config {canonical_json(config)} "
+                                f"(the store is read-only); produce it with: {_how_to_produce(name, self.profile)}")
+        record = self._compute(name, config, fn)
+        assert record is not None  # waited for the claim
         return record
 
     def load_or_run(self, name: str, config: dict[str, Any], fn: Callable[[dict[str, Any]], Any]) -> Any:
@@ -133,17 +265,31 @@ class ResultsStore:
     def sweep(
         self, name: str, configs: Iterable[dict[str, Any]], fn: Callable[[dict[str, Any]], Any]
     ) -> list[dict[str, Any]]:
-        """:meth:`record` over many configs, in order.
+        """:meth:`record` over many configs; returns the records in the order of ``configs``.
 
-        Each finished configuration is stored before the next starts, so a killed
-        sweep loses only the configuration it was computing. A read-only store
-        returns only the records it holds.
+        Every configuration is validated before the first runs. Each finished
+        configuration is stored before the next starts, so a killed sweep loses
+        only what it was computing; configurations another process is computing
+        are skipped and waited for at the end. A read-only store returns only
+        the records it holds.
         """
+        configs = [normalised(c, fn) for c in configs]
+        self.path(name, {})  # checks the name
         if self.read_only:
             return [r for r in (self.get(name, config) for config in configs) if r is not None]
-        return [self.record(name, config, fn) for config in configs]
+        records: dict[int, dict[str, Any]] = {}
+        deferred = []
+        for index, config in enumerate(configs):
+            record = self.get(name, config) or self._compute(name, config, fn, wait=False)
+            if record is None:
+                deferred.append(index)
+            else:
+                records[index] = record
+        for index in deferred:
+            records[index] = self.record(name, configs[index], fn)
+        return [records[i] for i in range(len(configs))]
 
     def records(self, name: str) -> list[dict[str, Any]]:
         """Every stored record of experiment ``name`` (any config), oldest first."""
         paths = sorted((self.root / name).glob(f"{name}-*.json"))
-        return sorted((json.loads(p.read_text()) for p in paths), key=lambda r: r["created"])
+        return sorted((self._read(p) for p in paths), key=lambda r: r["created"])

@@ -11,7 +11,6 @@ returns a record that the results store can keep as JSON.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
@@ -25,6 +24,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .seeding import seeded
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 BatchFn = Callable[[torch.Generator], Batch]
 """A function drawing one (inputs, targets) batch from a ``torch.Generator``."""
@@ -33,15 +34,6 @@ BatchFn = Callable[[torch.Generator], Batch]
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch's global RNG seeded, restoring the caller's RNG state afterwards."""
-    devices = list(range(torch.cuda.device_count()))
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def progress_enabled() -> bool:

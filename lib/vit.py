@@ -9,13 +9,18 @@ classify with an MLP head:
     z_l  = z'_l + MLP(LN(z'_l))
     y    = head(LN(z_L)[cls])  or  head(mean of LN(z_L) over patches)
 
-``position`` is one of :data:`POSITION_SCHEMES` (see :mod:`lib.positions`):
+``position`` is a key of :data:`POSITION_SCHEMES`, which maps each name to its
+class in :mod:`lib.positions` (the formula is in the class's docstring):
 
 - ``"none"``: no position information (NoPE);
 - ``"ape"``: learned absolute embeddings added once to the tokens;
 - ``"rpe-1d"``: per layer, 2L-1 learnable scalars per head indexed by j - i;
 - ``"rpe-manhattan"``: per layer, a learnable polynomial of the grid L1 distance;
 - ``"rope-axial"`` / ``"rope-mixed"``: per layer, rotary embeddings of Heo et al. (2024).
+
+``seed`` makes the whole initialisation deterministic (every parameter is drawn
+inside :func:`lib.seeding.seeded`, which leaves the caller's generator alone);
+``seed=None`` draws from torch's global generator like any ``nn.Module``.
 
 ``patch`` is (height, width): (4, 4) squares or (1, 28) row stripes on MNIST.
 On CUDA attention runs through ``F.scaled_dot_product_attention`` (the bias as
@@ -33,30 +38,37 @@ from einops import rearrange
 from einops.layers.torch import Rearrange
 from torch import nn
 
-from .positions import LearnedAbsolute, ManhattanBias, RelativeBias1D, RoPEAxial, RoPEMixed
+from .positions import (Geometry, LearnedAbsolute, ManhattanBias, NoPosition, RelativeBias1D, RoPEAxial,
+                        RoPEMixed)
+from .seeding import seeded
 
-POSITION_SCHEMES = ("none", "ape", "rpe-1d", "rpe-manhattan", "rope-axial", "rope-mixed")
+POSITION_SCHEMES: dict[str, type[nn.Module]] = {
+    "none": NoPosition,
+    "ape": LearnedAbsolute,
+    "rpe-1d": RelativeBias1D,
+    "rpe-manhattan": ManhattanBias,
+    "rope-axial": RoPEAxial,
+    "rope-mixed": RoPEMixed,
+}
+"""Scheme name -> class. A class with ``per_layer = True`` is built once per attention layer and
+maps (q, k, grid) to (q, k, bias); otherwise it is built once and acts on the tokens."""
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with an optional additive bias module or RoPE module."""
+    """Multi-head self-attention; ``position`` maps (q, k, grid) to (q, k, bias) (RoPE or a bias)."""
 
-    def __init__(self, dim: int, heads: int, position: nn.Module | None = None, rotary: bool = False):
+    def __init__(self, dim: int, heads: int, position: nn.Module):
         super().__init__()
         self.heads = heads
         self.to_qkv = nn.Linear(dim, 3 * dim)
         self.to_out = nn.Linear(dim, dim)
-        self.position, self.rotary = position, rotary
+        self.position = position
         self.force_fused = False  # use the fused kernel even on CPU (tests)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int], return_attention: bool = False):
         """x (B, N, D) -> (B, N, D), and the weights (B, Hh, N, N) when asked."""
         q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
-        bias = None
-        if self.position is not None and self.rotary:
-            q, k = self.position(q, k, grid)
-        elif self.position is not None:
-            bias = self.position(grid)  # (Hh, N, N), broadcast over the batch
+        q, k, bias = self.position(q, k, grid)  # bias (Hh, N, N) or None, broadcast over the batch
         if return_attention or not (q.is_cuda or self.force_fused):  # explicit: softmax(q k^T / sqrt(Dh) + bias) v
             logits = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
             weights = (logits if bias is None else logits + bias).softmax(dim=-1)
@@ -69,10 +81,10 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm Transformer block: x + MSA(LN(x)), then + MLP(LN(.))."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float, position: nn.Module | None, rotary: bool):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float, position: nn.Module):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attention = Attention(dim, heads, position, rotary)
+        self.attention = Attention(dim, heads, position)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
 
@@ -106,46 +118,39 @@ class ViT(nn.Module):
         pool: str = "cls",
         dropout: float = 0.0,
         manhattan_degree: int = 3,
-        seed: int = 0,
+        seed: int | None = None,
     ):
         super().__init__()
         if position not in POSITION_SCHEMES:
             raise ValueError(f"unknown position scheme {position!r}; valid: {', '.join(POSITION_SCHEMES)}")
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
-        if image[0] % patch[0] or image[1] % patch[1]:
+        if min(patch) < 1 or image[0] % patch[0] or image[1] % patch[1]:
             raise ValueError(f"image {image} is not a whole number of {patch} patches")
         if dim % heads:
             raise ValueError(f"dim={dim} is not divisible by heads={heads}")
         self.patch, self.pool, self.position = tuple(patch), pool, position
         self.grid = (image[0] // patch[0], image[1] // patch[1])
-        num_prefix = 1 if pool == "cls" else 0
-        head_dim = dim // heads
-        generator = torch.Generator().manual_seed(seed)  # RoPE-Mixed's random directions
-
-        self.to_patch_embedding = nn.Sequential(
-            Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch[0], p2=patch[1]),
-            nn.LayerNorm(patch[0] * patch[1] * channels),
-            nn.Linear(patch[0] * patch[1] * channels, dim),
-            nn.LayerNorm(dim),
-        )
-        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, dim)) if pool == "cls" else None
-        self.absolute = LearnedAbsolute(self.grid, dim, num_prefix) if position == "ape" else None
-
-        def layer_position() -> tuple[nn.Module | None, bool]:
-            if position == "rpe-1d":
-                return RelativeBias1D(self.grid[0] * self.grid[1], heads, num_prefix), False
-            if position == "rpe-manhattan":
-                return ManhattanBias(self.grid, heads, manhattan_degree, num_prefix), False
-            if position == "rope-axial":
-                return RoPEAxial(head_dim, num_prefix), True
-            if position == "rope-mixed":
-                return RoPEMixed(head_dim, heads, generator, num_prefix), True
-            return None, False
-
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_dim, dropout, *layer_position()) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, classes)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None  # RoPE-Mixed directions
+        geometry = Geometry(self.grid, dim, heads, num_prefix=1 if pool == "cls" else 0, generator=generator,
+                            manhattan_degree=manhattan_degree)
+        scheme = POSITION_SCHEMES[position]
+        with seeded(seed):  # every parameter below is drawn from `seed` (or the global RNG for None)
+            self.to_patch_embedding = nn.Sequential(
+                Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch[0], p2=patch[1]),
+                nn.LayerNorm(patch[0] * patch[1] * channels),
+                nn.Linear(patch[0] * patch[1] * channels, dim),
+                nn.LayerNorm(dim),
+            )
+            self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, dim)) if pool == "cls" else None
+            self.absolute = None if scheme.per_layer else scheme.from_geometry(geometry)
+            self.blocks = nn.ModuleList(
+                Block(dim, heads, mlp_dim, dropout,
+                      scheme.from_geometry(geometry) if scheme.per_layer else NoPosition())
+                for _ in range(depth)
+            )
+            self.norm = nn.LayerNorm(dim)
+            self.head = nn.Linear(dim, classes)
 
     def forward(self, images: torch.Tensor, return_attention: bool = False):
         """images (B, C, H, W) -> logits (B, classes); with return_attention also a list of (B, Hh, N, N).

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.recall import embedding_matrix, evaluation_lengths, sample_recall
+from lib.recall.task import embedding_matrix, evaluation_lengths, sample_recall
 
 
 @pytest.mark.parametrize("K, M, L, tau", [(16, 1, 32, 1), (16, 16, 32, 5), (16, 8, 7, 5), (16, 4, 3, 1)])

@@ -1,6 +1,8 @@
 import pytest
 
-from lib.recall_experiment import DEFAULTS, converged, model_label, profile_settings, train_recall
+from lib.config import ConfigError
+
+from lib.recall.experiment import DEFAULTS, converged, model_label, profile_settings, train_recall
 
 
 def test_convergence_rule_needs_patience_consecutive_hits():
@@ -26,7 +28,7 @@ def test_train_recall_is_deterministic_and_rejects_unknown_keys():
     a = train_recall({**settings, "kind": "hybrid", "max_steps": 4})
     b = train_recall({**settings, "kind": "hybrid", "max_steps": 4})
     assert a["history"] == b["history"] and a["length_accuracy"] == b["length_accuracy"]
-    with pytest.raises(KeyError, match="unknown"):
+    with pytest.raises(ConfigError, match="unknown key.*learning_rate.*valid keys"):
         train_recall({"kind": "mamba", "learning_rate": 1e-3})
 
 

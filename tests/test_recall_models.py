@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib.recall import embedding_matrix, sample_recall
-from lib.recall_models import RecallModel, mamba_backend, rope_1d, set_mamba_scan
+from lib.recall.task import embedding_matrix, sample_recall
+from lib.recall.models import RecallModel, mamba_backend, rope_1d, set_mamba_scan
 from lib.train import seeded
 
 SPECS = [("transformer", "learned"), ("transformer", "rope"), ("transformer", "none"), ("mamba", "none"), ("hybrid", "none")]

@@ -20,7 +20,8 @@ def test_grid_coordinates_are_row_major_x_then_y():
 def test_rope_preserves_norms_and_leaves_cls_alone(rope):
     module = RoPEAxial(16) if rope == "axial" else RoPEMixed(16, heads=2, generator=GEN())
     q, k = torch.randn(3, 2, 1 + 12, 16, generator=GEN(1)), torch.randn(3, 2, 1 + 12, 16, generator=GEN(2))
-    q_rot, k_rot = module(q, k, (3, 4))
+    q_rot, k_rot, bias = module(q, k, (3, 4))
+    assert bias is None
     torch.testing.assert_close(q_rot.norm(dim=-1), q.norm(dim=-1))
     torch.testing.assert_close(k_rot.norm(dim=-1), k.norm(dim=-1))
     assert torch.equal(q_rot[..., 0, :], q[..., 0, :]) and torch.equal(k_rot[..., 0, :], k[..., 0, :])
@@ -61,7 +62,7 @@ def test_rope_mixed_frequencies_get_gradients_in_fp32():
     model = RoPEMixed(8, heads=2, generator=GEN())
     q = torch.randn(2, 2, 1 + 4, 8, requires_grad=True)
     k = torch.randn(2, 2, 1 + 4, 8, requires_grad=True)
-    q_rot, k_rot = model(q, k, (2, 2))
+    q_rot, k_rot, _ = model(q, k, (2, 2))
     (q_rot @ k_rot.transpose(-1, -2)).square().sum().backward()
     assert model.freqs.grad is not None and model.freqs.grad.abs().sum() > 0
     assert q.grad is not None and torch.isfinite(q.grad).all()
@@ -73,7 +74,9 @@ def test_relative_bias_has_2l_minus_1_entries_shared_by_offset():
     assert module.table.shape == (heads, 2 * L - 1)
     with torch.no_grad():
         module.table.copy_(torch.arange(heads * (2 * L - 1), dtype=torch.float32).reshape(heads, -1))
-    bias = module((2, 3))
+    bias = module.bias((2, 3))
+    q = torch.randn(1, heads, 1 + L, 4)
+    assert module(q, q, (2, 3))[0] is q and torch.equal(module(q, q, (2, 3))[2], bias)
     assert bias.shape == (heads, 1 + L, 1 + L)
     assert torch.all(bias[:, 0, :] == 0) and torch.all(bias[:, :, 0] == 0)
     patch = bias[:, 1:, 1:]
@@ -86,7 +89,7 @@ def test_manhattan_bias_is_symmetric_and_a_function_of_grid_distance():
     module = ManhattanBias((3, 4), heads=2, degree=3)
     with torch.no_grad():
         module.coefficients.copy_(torch.randn(2, 4, generator=GEN()))
-    bias = module((3, 4))[:, 1:, 1:]
+    bias = module.bias((3, 4))[:, 1:, 1:]
     torch.testing.assert_close(bias, bias.transpose(-1, -2))
     xy = grid_coordinates((3, 4))
     distance = (xy[:, None] - xy[None]).abs().sum(-1)
@@ -136,6 +139,24 @@ def test_runs_at_an_unseen_resolution(position):
     assert model(torch.randn(2, 1, 36, 36)).shape == (2, 10)
 
 
+def test_seed_makes_the_whole_model_deterministic_and_leaves_the_global_rng_alone():
+    for position in POSITION_SCHEMES:
+        build = lambda seed: ViT(image=(28, 28), patch=(7, 7), channels=1, classes=10, position=position,
+                                 dim=32, depth=2, heads=4, seed=seed)
+        torch.manual_seed(123)
+        before = torch.random.get_rng_state()
+        a, b, c = build(5).state_dict(), build(5).state_dict(), build(6).state_dict()
+        assert torch.equal(torch.random.get_rng_state(), before), "building a seeded model draws nothing globally"
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "same seed, same weights"
+        assert any(not torch.equal(a[k], c[k]) for k in a), "another seed, other weights"
+
+
+def test_scheme_mapping_names_a_class_with_a_formula():
+    for name, scheme in POSITION_SCHEMES.items():
+        assert isinstance(scheme.per_layer, bool) and scheme.__doc__, name
+    assert [n for n, s in POSITION_SCHEMES.items() if not s.per_layer] == ["ape"]
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="valid: none, ape"):
         ViT(image=(28, 28), patch=(4, 4), channels=1, classes=10, position="sinusoidal")
@@ -143,6 +164,8 @@ def test_bad_arguments():
         ViT(image=(28, 28), patch=(5, 5), channels=1, classes=10, position="none")
     with pytest.raises(ValueError, match="divisible by 4"):
         ViT(image=(28, 28), patch=(4, 4), channels=1, classes=10, position="rope-axial", dim=36, heads=6)
+    with pytest.raises(ValueError, match="degree"):
+        ViT(image=(28, 28), patch=(4, 4), channels=1, classes=10, position="rpe-manhattan", manhattan_degree=0)
 
 
 def test_attention_rollout_is_row_stochastic_and_matches_a_hand_product():

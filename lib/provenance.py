@@ -1,0 +1,95 @@
+"""Where and how a record was computed: code version, software, hardware, time.
+
+Every record the store writes carries ``provenance``: the git commit of the
+checkout and whether its tracked files differed from it, the versions of
+``lib`` and torch, the device (CPU model or GPU name), torch's thread count,
+the start time, and the wall-clock and CPU seconds of the computation.
+Records written before provenance existed lack it; :func:`describe` says what
+a record has and what it lacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+BOOK_ROOT = Path(__file__).resolve().parents[1]
+FIELDS = ("git_commit", "git_dirty", "lib_version", "torch_version", "device", "threads",
+          "started", "wall_seconds", "cpu_seconds")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(BOOK_ROOT), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def _code_version() -> tuple[str | None, bool | None]:
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return commit, (bool(status) if status is not None else None)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name() -> str:
+    """The GPU's name when CUDA is available, else the CPU model."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return cpu_model()
+
+
+def provenance() -> dict[str, Any]:
+    """Code version, software and hardware of this process (no timing)."""
+    import torch
+
+    commit, dirty = _code_version()
+    return {"git_commit": commit, "git_dirty": dirty, "lib_version": __version__,
+            "torch_version": torch.__version__, "device": device_name(), "threads": torch.get_num_threads(),
+            "host_cpus": os.cpu_count()}
+
+
+class Clock:
+    """Wall-clock and process CPU time from construction to :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> dict[str, Any]:
+        """``{"started", "wall_seconds", "cpu_seconds"}``."""
+        return {"started": self.started, "wall_seconds": round(time.perf_counter() - self._wall, 3),
+                "cpu_seconds": round(time.process_time() - self._cpu, 3)}
+
+
+def describe(record: dict[str, Any]) -> dict[str, Any]:
+    """Every provenance field of a record, ``None`` where the record lacks it (old records), plus
+    ``"missing"``: the list of absent fields. Old records keep ``seconds`` (wall clock) and
+    ``lib_version`` at the top level; they are used when present."""
+    given = dict(record.get("provenance") or {})
+    given.setdefault("wall_seconds", record.get("seconds"))
+    given.setdefault("lib_version", record.get("lib_version"))
+    fields = {field: given.get(field) for field in FIELDS}
+    fields["missing"] = [field for field, value in fields.items() if value is None]
+    return fields
