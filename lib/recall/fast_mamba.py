@@ -1,10 +1,11 @@
-"""A fast CPU forward for mambapy's MambaBlock: the same function, the same parameters.
+"""A faster CPU forward for mambapy's MambaBlock: the same function, the same parameters.
 
-``FastMambaBlock`` subclasses ``mambapy.mamba.MambaBlock`` and keeps its ``__init__``, so its
-parameters, their names and their initialisation (from the same RNG stream) are mambapy's;
-only ``forward`` differs. The selective scan is an ``autograd.Function`` with a hand-written
-backward (a plain loop over time, in place, on preallocated buffers) instead of mambapy's
-padded Blelloch scan under autograd.
+``FastMambaBlock`` subclasses ``mambapy.mamba.MambaBlock`` and keeps its ``__init__``, so the
+parameters, their names, their initialisation (the same RNG draws) and the state_dict are
+mambapy's; only ``forward`` differs. The selective scan is an ``autograd.Function`` with a
+hand-written backward: a plain loop over time, in place, with the state dimension N
+outside the channel dimension E (E contiguous), instead of mambapy's power-of-two padded
+Blelloch scan differentiated by autograd. Under ``no_grad`` the scan keeps one state.
 
 Shapes: B batch, L length, D model width, E = expand * D inner width, N state size, R dt rank.
 """
@@ -18,110 +19,109 @@ import torch.nn.functional as F
 from mambapy.mamba import MambaBlock
 from torch import Tensor
 
-LOG2E = math.log2(math.e)
+LOG2E = math.log2(math.e)  # exp(x) = 2^(x log2 e); exp2 is the faster kernel on CPU
 
 
 class SelectiveScan(torch.autograd.Function):
     """y_t = sum_n C_t[n] h_t[n],  h_t = exp(delta_t A) * h_{t-1} + B_t u_t,  h_{-1} = 0.
 
-    Inputs: delta, u (B, L, E); A (E, N); Bm, C (B, L, N). Output y (B, L, E).
-    The states are kept as (B, L, N, E), E innermost, so every product below is a
-    vectorised loop over E. Both passes are plain loops over time whose per-step work
-    (B, N, E) stays in cache; the only full-size tensors are the saved exp(delta A) and h.
+    delta, u (B, L, E); A (E, N); Bm, C (B, L, N)  ->  y (B, L, E).
+    Saves dA_t = exp(delta_t A) and h_t as (B, L, N, E) for the backward pass.
     """
 
     @staticmethod
     def forward(ctx, delta: Tensor, A: Tensor, u: Tensor, Bm: Tensor, C: Tensor) -> Tensor:
-        b, L, e = u.shape
-        At2 = A.t() * LOG2E  # (N, E); exp(delta A) = 2^(delta A log2 e), exp2 is faster
-        dA = torch.empty(b, L, A.shape[1], e, dtype=u.dtype)  # exp(delta_t A)
-        h = torch.empty_like(dA)  # h_t
-        y = torch.empty_like(u)
-        for t in range(L):
-            torch.mul(delta[:, t, None, :], At2, out=dA[:, t]).exp2_()
-            torch.mul(Bm[:, t, :, None], u[:, t, None, :], out=h[:, t])  # B_t u_t  (B, N, E)
-            if t > 0:
-                h[:, t].addcmul_(dA[:, t], h[:, t - 1])
-            torch.matmul(C[:, t, None, :], h[:, t], out=y[:, t, None, :])  # (B, 1, N) @ (B, N, E)
-        ctx.save_for_backward(delta, A, u, Bm, C, dA, h)
+        L = u.shape[1]
+        At = A.t()  # (N, E)
+        dA = torch.mul(delta[:, :, None, :], At * LOG2E).exp2_()  # (B, L, N, E)
+        h = torch.mul(Bm[..., None], u[:, :, None, :])  # (B, L, N, E), B_t u_t, then h_t in place
+        for t in range(1, L):
+            h[:, t].addcmul_(dA[:, t], h[:, t - 1])  # h_t = dA_t h_{t-1} + B_t u_t
+        y = (C[:, :, None, :] @ h).squeeze(2)  # (B, L, 1, N) @ (B, L, N, E) -> (B, L, E)
+        ctx.save_for_backward(delta, At, u, Bm, C, dA, h)
         return y
 
     @staticmethod
-    def backward(ctx, dy: Tensor):
-        """With g_t = dLoss/dh_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1} (a reverse scan):
+    def backward(ctx, dy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """g_t = dLoss/dh_t = C_t dy_t + dA_{t+1} g_{t+1} (a reverse scan); then
         du_t = sum_n B_t g_t, dB_t = sum_e u_t g_t, dC_t = sum_e h_t dy_t, and with
-        P_t = g_t h_{t-1} exp(delta_t A): ddelta_t = sum_n A P_t, dA = sum_{b,t} delta_t P_t."""
-        delta, A, u, Bm, C, dA, h = ctx.saved_tensors
-        b, L, n, e = h.shape
-        At = A.t()  # (N, E)
+        P_t = g_t h_{t-1} dA_t = dLoss/d(delta_t A): ddelta_t = sum_n A P_t, dA = sum_{b,t} delta_t P_t."""
+        delta, At, u, Bm, C, dA, h = ctx.saved_tensors
+        L = h.shape[1]
         dy = dy.contiguous()
-        ddelta, du = torch.zeros_like(delta), torch.empty_like(u)
-        dB, dC = torch.empty_like(Bm), torch.empty_like(C)
-        dAt = torch.zeros_like(At)
-        g = torch.zeros(b, n, e, dtype=h.dtype)  # g_t
-        P = torch.empty_like(g)
-        for t in range(L - 1, -1, -1):
-            if t < L - 1:
-                g.mul_(dA[:, t + 1])
-            g.addcmul_(C[:, t, :, None], dy[:, t, None, :])
-            torch.matmul(h[:, t], dy[:, t, :, None], out=dC[:, t, :, None])  # (B, N, E) @ (B, E, 1)
-            torch.matmul(Bm[:, t, None, :], g, out=du[:, t, None, :])  # (B, 1, N) @ (B, N, E)
-            torch.matmul(g, u[:, t, :, None], out=dB[:, t, :, None])
-            if t > 0:
-                torch.mul(g, h[:, t - 1], out=P).mul_(dA[:, t])
-                dAt.add_((P * delta[:, t, None, :]).sum(0))
-                torch.sum(P.mul_(At), 1, out=ddelta[:, t])
+        dC = (dy[:, :, None, :] @ h.transpose(-1, -2)).squeeze(2)  # (B, L, 1, E) @ (B, L, E, N) -> (B, L, N)
+        g = torch.mul(C[..., None], dy[:, :, None, :])  # (B, L, N, E)
+        for t in range(L - 2, -1, -1):
+            g[:, t].addcmul_(dA[:, t + 1], g[:, t + 1])
+        du = (Bm[:, :, None, :] @ g).squeeze(2)  # (B, L, 1, N) @ (B, L, N, E) -> (B, L, E)
+        dB = (u[:, :, None, :] @ g.transpose(-1, -2)).squeeze(2)  # (B, L, 1, E) @ (B, L, E, N) -> (B, L, N)
+        P = g  # P_t in g's buffer, P_0 = 0 since h_{-1} = 0
+        P[:, 1:].mul_(h[:, :-1]).mul_(dA[:, 1:])
+        P[:, 0] = 0
+        ddelta = P.mul_(At).sum(2)  # (B, L, E)
+        dAt = P.mul_(delta[:, :, None, :]).sum((0, 1)).div_(At)  # (N, E); A = -exp(A_log) is never 0
         return ddelta, dAt.t(), du, dB, dC
 
 
 def selective_scan(delta: Tensor, A: Tensor, u: Tensor, Bm: Tensor, C: Tensor) -> Tensor:
-    """See :class:`SelectiveScan`; under ``no_grad`` the states are never all stored."""
+    """:class:`SelectiveScan` when a gradient is needed, else the same loop keeping only h_t."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in (delta, A, u, Bm, C)):
         return SelectiveScan.apply(delta, A, u, Bm, C)
-    return _scan_no_grad(delta, A, u, Bm, C)
-
-
-def _scan_no_grad(delta: Tensor, A: Tensor, u: Tensor, Bm: Tensor, C: Tensor) -> Tensor:
-    """The same recurrence one step at a time, keeping only h_t (B, N, E)."""
-    b, L, e = u.shape
     At2 = A.t() * LOG2E  # (N, E)
-    h = torch.zeros(b, A.shape[1], e, dtype=u.dtype)
-    dA = torch.empty_like(h)
-    y = torch.empty(b, L, e, dtype=u.dtype)
-    for t in range(L):
+    h = torch.zeros(u.shape[0], *At2.shape, dtype=u.dtype, device=u.device)  # (B, N, E)
+    dA, ys = torch.empty_like(h), []
+    for t in range(u.shape[1]):
         torch.mul(delta[:, t, None, :], At2, out=dA).exp2_()
-        h.mul_(dA).add_(Bm[:, t, :, None] * u[:, t, None, :])
-        torch.matmul(C[:, t, None, :], h, out=y[:, t, None, :])
-    return y
+        h.mul_(dA).addcmul_(Bm[:, t, :, None], u[:, t, None, :])
+        ys.append(torch.bmm(C[:, t, None, :], h))  # (B, 1, N) @ (B, N, E) -> (B, 1, E)
+    return torch.cat(ys, dim=1)
 
 
-def causal_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """Depthwise causal conv over time: out_t = bias + sum_k weight[:, k] x_{t-K+1+k}.
-    x (B, L, E), weight (E, 1, K) as in ``nn.Conv1d`` -> (B, L, E)."""
-    L, K = x.shape[1], weight.shape[-1]
-    xp = F.pad(x, (0, 0, K - 1, 0))  # (B, L+K-1, E), zeros before t = 0
-    out = xp[:, K - 1:] * weight[:, 0, K - 1]
-    for k in range(K - 1):
-        out = out + xp[:, k:k + L] * weight[:, 0, k]
-    return out if bias is None else out + bias
+class CausalConv(torch.autograd.Function):
+    """Depthwise causal convolution over time, nn.Conv1d(E, E, K, groups=E, padding=K-1)[..., :L]
+    on (B, L, E) without transposes or padding: out_t = bias + sum_s w[:, K-1-s] x_{t-s}.
+    x (B, L, E), w (E, K), bias (E,) -> (B, L, E)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor) -> Tensor:
+        L, K = x.shape[1], w.shape[1]
+        out = torch.addcmul(bias, x, w[:, K - 1])
+        for s in range(1, min(K, L)):
+            out[:, s:].addcmul_(x[:, :L - s], w[:, K - 1 - s])
+        ctx.save_for_backward(x, w)
+        return out
+
+    @staticmethod
+    def backward(ctx, dy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x, w = ctx.saved_tensors
+        L, K = x.shape[1], w.shape[1]
+        dx, dw = dy * w[:, K - 1], torch.zeros_like(w)
+        dw[:, K - 1] = (dy * x).sum((0, 1))
+        for s in range(1, min(K, L)):
+            dx[:, :L - s].addcmul_(dy[:, s:], w[:, K - 1 - s])
+            dw[:, K - 1 - s] = (dy[:, s:] * x[:, :L - s]).sum((0, 1))
+        return dx, dw, dy.sum((0, 1))
 
 
 class FastMambaBlock(MambaBlock):
-    """mambapy's MambaBlock (same __init__, parameters and state_dict) with a faster forward.
+    """mambapy's MambaBlock (same __init__, parameters, state_dict) with a faster CPU forward.
 
-    x (B, L, D) -> in_proj -> (x, z) (B, L, E) each
-    x = silu(causal_conv(x));  (dt, B, C) = x_proj(x);  delta = softplus(dt_proj(dt))  (B, L, E)
+    x (B, L, D) -> in_proj -> x, z (B, L, E)
+    x <- silu(CausalConv(x));  dt, B, C = x_proj(x);  delta = softplus(dt_proj(dt))  (B, L, E)
     y = selective_scan(delta, A = -exp(A_log), u = delta x, B, C) + D x
     out = out_proj(y silu(z))  (B, L, D)
     """
 
+    scan = staticmethod(selective_scan)  # (delta, A, u, B, C) -> y, without the D x term
+
     def forward(self, x: Tensor) -> Tensor:
         cfg = self.config
         x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
-        x = F.silu(causal_conv(x, self.conv1d.weight, self.conv1d.bias))
+        bias = self.conv1d.bias if self.conv1d.bias is not None else x.new_zeros(x.shape[-1])
+        x = F.silu(CausalConv.apply(x, self.conv1d.weight[:, 0], bias))
         dt, Bm, C = self.x_proj(x).split([cfg.dt_rank, cfg.d_state, cfg.d_state], dim=-1)
         dt, Bm, C = self._apply_layernorms(dt, Bm, C)
         delta = F.softplus(self.dt_proj(dt))  # (B, L, E)
         A = -torch.exp(self.A_log.float())  # (E, N)
-        y = selective_scan(delta, A, delta * x, Bm.contiguous(), C.contiguous()) + self.D * x
+        y = self.scan(delta, A, delta * x, Bm.contiguous(), C.contiguous()) + self.D * x
         return self.out_proj(y * F.silu(z))

@@ -9,9 +9,11 @@ mask a NoPE model would see a set and could not tell which token follows q.
 Mamba layers use the CUDA package ``mamba_ssm`` when it imports and a GPU is
 present, else the pure-PyTorch ``mambapy`` (Gu and Dao's selective scan in
 PyTorch); :func:`mamba_backend` says which. On the CPU, ``fast_scan=True``
-swaps mambapy's block for :class:`lib.recall.fast_mamba.FastMambaBlock`: the
-same parameters and function, with a hand-written scan (tested against mambapy
-in ``tests/test_fast_mamba.py``). All are wrapped the same way,
+swaps mambapy's block for :class:`lib.recall.fast_mamba_c.CMambaBlock` (a C
+kernel for the scan, compiled on first use) or, without a C compiler,
+:class:`lib.recall.fast_mamba.FastMambaBlock` (the scan in PyTorch with a
+hand-written backward): the same parameters and function, tested against
+mambapy in ``tests/test_fast_mamba.py``. A layer's ``backend`` says which ran. All are wrapped the same way,
 x + Mamba(RMSNorm(x)), with d_state 16, d_conv 4 and expansion 2.
 Shapes: B batch, N tokens, W model width, K vocabulary.
 """
@@ -60,9 +62,14 @@ class MambaLayer(nn.Module):
             from mambapy.mamba import MambaBlock, MambaConfig, RMSNorm
 
             config = MambaConfig(d_model=width, n_layers=1, d_state=d_state, d_conv=d_conv, expand_factor=expand)
-            if fast_scan:
-                from .fast_mamba import FastMambaBlock as MambaBlock  # same __init__, faster forward
-                self.backend = "fast"
+            if fast_scan:  # same __init__ and parameters, faster forward
+                from . import fast_mamba_c
+
+                if fast_mamba_c.available():
+                    MambaBlock, self.backend = fast_mamba_c.CMambaBlock, "fast-c"
+                else:
+                    from .fast_mamba import FastMambaBlock as MambaBlock
+                    self.backend = "fast-torch"
             self.norm, self.mixer = RMSNorm(width), MambaBlock(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +99,7 @@ def set_mamba_scan(model: nn.Module, parallel: bool) -> nn.Module:
     default: a Blelloch scan over the sequence, padded to a power of two) and the
     sequential loop (``False``); the two compute the same function. Returns ``model``."""
     for layer in model.modules():
-        if isinstance(layer, MambaLayer) and layer.backend in ("mambapy", "fast"):
+        if isinstance(layer, MambaLayer) and layer.backend != "mamba_ssm":
             layer.mixer.config.pscan = parallel
     return model
 

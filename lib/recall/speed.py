@@ -80,6 +80,8 @@ def benchmark(config: dict[str, Any]) -> dict[str, Any]:
         for kind in ("Mamba", "Hybrid"):
             ratios = [a / b for a, b in zip(speeds[f"{kind}, fast scan"], speeds[f"{kind}, mambapy"])]
             out[f"{kind} speed-up"] = {"median": statistics.median(ratios), "per_round": ratios}
+        from .experiment import build_model
+        out["fast backend"] = build_model(configs["Mamba, fast scan"]).layers[0].backend
         out["threads"] = thread_layouts(configs["Mamba, fast scan"], config["thread_steps"], config["rounds"])
         out["profile Mamba, mambapy"] = top_operators(configs["Mamba, mambapy"])
         out["profile Mamba, fast scan"] = top_operators(configs["Mamba, fast scan"])
