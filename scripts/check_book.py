@@ -16,7 +16,8 @@ sources  width (code lines <= --width), exercise (`:nonumber:` and a title in
          figure code not removed from the website), xref (only {ref} crosses
          homework sets)
 outputs  repr (Python object reprs), abspath (absolute paths), stderr,
-         figure (an image from a cell without a caption and name)
+         output-width (printed lines <= --width), figure (an image from a cell
+         without a caption and name)
 pdf      missing-char, overfull (beyond --overfull-pt), undefined (references),
          outline (raw TeX, "Index" entries, duplicates), empty-chapter,
          title-page (a hand-in PDF's first page lacks a field)
@@ -330,7 +331,7 @@ def output_texts(output: dict) -> list[str]:
     return texts
 
 
-def check_outputs(root: Path, executed: Path) -> list[Finding]:
+def check_outputs(root: Path, executed: Path, width: int = WIDTH) -> list[Finding]:
     findings = []
     for nb_path in sorted(executed.rglob("*.ipynb")):
         doc = nb_path.relative_to(executed).with_suffix("")
@@ -359,6 +360,12 @@ def check_outputs(root: Path, executed: Path) -> list[Finding]:
                         add("repr", f"object repr in an output: {m.group(0)!r}")
                     if m := ABSPATH.search(text):
                         add("abspath", f"absolute path in an output: {m.group(0)!r}")
+                if out["output_type"] in ("stream", "execute_result") and not has_image:
+                    texts = output_texts(out)[:1]
+                    longest = max((len(x) for t in texts for x in t.splitlines()), default=0)
+                    if longest > width:
+                        add("output-width", f"printed line of {longest} characters "
+                            f"(limit {width})")
                 if out["output_type"] == "stream" and out.get("name") == "stderr":
                     first = output_texts(out)[0].strip().splitlines()
                     add("stderr", f"stderr output: {first[0][:100] if first else ''!r}")
@@ -654,8 +661,11 @@ def serve(directory: Path):
     import http.server
     import threading
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *a, **k: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -746,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="overfull boxes wider than this fail")
     parser.add_argument("--screenshots", type=Path, help="save a PNG of every page here")
     parser.add_argument("--window", type=int, default=1280, help="browser window width")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     root = args.root.resolve()
     status = 0
     start = time.time()
@@ -754,7 +764,8 @@ def main(argv: list[str] | None = None) -> int:
         files = [f.resolve() for f in args.files] or None
         status |= report(check_sources(root, files, args.width), "sources")
     if args.what in ("outputs", "all"):
-        status |= report(check_outputs(root, root / "_build" / "jupyter_execute"), "outputs")
+        status |= report(check_outputs(root, root / "_build" / "jupyter_execute", args.width),
+                         "outputs")
     if args.what in ("pdf", "all"):
         pdf_summary(root / "_build" / "pdf", args.overfull_pt)
         status |= report(check_pdfs(root, root / "_build" / "pdf", args.overfull_pt), "pdf")
