@@ -515,9 +515,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
 
 PAGE_PROBE = r"""
 (async () => {
-  const deadline = Date.now() + 20000;
+  const deadline = Date.now() + 10000;
+  const loading = document.querySelector('script[src*="mathjax"]');
   while (!(window.MathJax && MathJax.startup && MathJax.startup.promise)
-         && document.querySelector('.math') && Date.now() < deadline)
+         && loading && document.querySelector('.math') && Date.now() < deadline)
     await new Promise(r => setTimeout(r, 100));
   if (window.MathJax && MathJax.startup && MathJax.startup.promise)
     await MathJax.startup.promise;
@@ -632,6 +633,8 @@ class Chromium:
     def evaluate(self, script: str):
         result = self.call("Runtime.evaluate", expression=script, awaitPromise=True,
                            returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"script failed: {result['exceptionDetails'].get('text')}")
         return json.loads(result["result"]["value"])
 
     def screenshot(self, path: Path, full_page: bool = False) -> None:
@@ -672,9 +675,10 @@ def serve(directory: Path):
 
 
 def site_pages(html: Path) -> list[Path]:
-    skip = {"genindex.html", "search.html", "prf-index.html", "py-modindex.html"}
+    skip = {"genindex.html", "search.html", "prf-prf.html", "py-modindex.html"}
     return [p for p in sorted(html.rglob("*.html"))
-            if p.name not in skip and "_static" not in p.parts and "_sources" not in p.parts]
+            if p.name not in skip and not {"_static", "_sources", "reports"} & set(p.parts)
+            and 'http-equiv="Refresh"' not in p.read_text(errors="replace")[:2000]]
 
 
 def check_browser(root: Path, html: Path, screenshots: Path | None,
