@@ -114,24 +114,29 @@ class Cell:
 FENCE = re.compile(r"^(`{3,}|~{3,}|:{3,})(.*)$")
 
 
+CODE_BLOCKS = {"code-block", "code", "sourcecode"}          # their lines are code
+VERBATIM = CODE_BLOCKS | {"math", "raw", "literalinclude"}  # their lines are not prose
+
+
 def parse_markdown(text: str):
-    """Code cells, directives (name, argument, options, line) and prose lines of a MyST file."""
+    """Code cells, directives (name, argument, options, line), prose lines and literal
+    lines (inside ``` code blocks, not code cells) of a MyST file."""
     lines = text.splitlines()
-    cells, directives, prose = [], [], []
+    cells, directives, prose, literal = [], [], [], []
     i, n = 0, len(lines)
     if lines and lines[0].strip() == "---":            # front matter
         i = next((k for k in range(1, n) if lines[k].strip() == "---"), 0) + 1
-    stack: list[str] = []                              # open fences
+    stack: list[tuple[str, str]] = []        # open fences: (fence, "prose"|"code"|"verbatim")
     while i < n:
         line = lines[i]
         m = FENCE.match(line.strip()) if line.strip() else None
-        if stack and m and m.group(1)[0] == stack[-1][0] \
-                and len(m.group(1)) >= len(stack[-1]) and not m.group(2).strip():
+        if stack and m and m.group(1)[0] == stack[-1][0][0] \
+                and len(m.group(1)) >= len(stack[-1][0]) and not m.group(2).strip():
             stack.pop()
             i += 1
             continue
-        if m and not (stack and stack[-1][0] == "`" and not
-                      m.group(2).strip().startswith("{")):
+        kind = stack[-1][1] if stack else "prose"
+        if m and kind == "prose":
             info = m.group(2).strip()
             d = re.match(r"\{([\w:-]+)\}\s*(.*)", info)
             if d and d.group(1) == "code-cell" and not stack:
@@ -141,16 +146,21 @@ def parse_markdown(text: str):
             if d:
                 options, _ = read_options(lines, i + 1)
                 directives.append((d.group(1), d.group(2), options, i + 1))
-            stack.append(m.group(1))
+            if d is None:
+                kind = "prose" if m.group(1)[0] == ":" else "code"
+            else:
+                kind = "code" if d.group(1) in CODE_BLOCKS else \
+                    "verbatim" if d.group(1) in VERBATIM else "prose"
+            stack.append((m.group(1), kind))
             i += 1
             continue
-        if not stack or (stack and stack[-1][0] == ":"):
-            prose.append((i + 1, line))
-        elif stack and all(s[0] in "`~:" for s in stack):
-            # inside a directive (exercise, admonition...): prose too
+        if kind == "code":
+            if not re.match(r"^:[\w-]+:", line):
+                literal.append((i + 1, line))
+        elif kind == "prose":
             prose.append((i + 1, line))
         i += 1
-    return cells, directives, prose
+    return cells, directives, prose, literal
 
 
 def read_options(lines: list[str], i: int) -> tuple[dict, int]:
@@ -235,7 +245,7 @@ def check_sources(root: Path, files: list[Path] | None, width: int) -> list[Find
         path = root / f"{doc}.md"
         text = path.read_text()
         rel = str(path.relative_to(root))
-        cells, directives, prose = parse_markdown(text)
+        cells, directives, prose, literal = parse_markdown(text)
         add = lambda line, rule, msg: findings.append(Finding(rel, line, rule, msg))  # noqa: E731
         for cell in cells:
             for line, code in cell.lines:
@@ -252,6 +262,10 @@ def check_sources(root: Path, files: list[Path] | None, width: int) -> list[Find
                 elif not re.search(r"\{numref\}`(?:[^`<]*<)?" + re.escape(name) + r">?`",
                                    text):
                     add(cell.line, "figure", f"figure {name} is not cited with {{numref}}")
+        for line, code in literal:
+            if len(code) > width:
+                add(line, "width", f"line of {len(code)} characters in a code block "
+                    f"(limit {width})")
         for name, argument, options, line in directives:
             if name == "exercise":
                 if "nonumber" not in options:
@@ -703,7 +717,7 @@ def check_browser(root: Path, html: Path, screenshots: Path | None,
                         findings.append(Finding(rel, 0, "offline", f"requests {url[:120]}"))
                 if event.get("method") == "Network.responseReceived":
                     response = event["params"]["response"]
-                    if response["status"] >= 400:
+                    if response["status"] >= 400 and not response["url"].endswith("/favicon.ico"):
                         findings.append(Finding(rel, 0, "broken",
                                                 f"{response['status']} for {response['url']}"))
             if probe["unrendered"]:

@@ -53,6 +53,11 @@ x = 1  # WIDTH
 ```
 
 See {numref}`fig-other` and {eq}`eq-b` and {ref}`hw-b-one`.
+
+```bash
+# a shell comment, not a heading
+python -m lib.run chapters/a --profile cpu -p some_parameter=1 -p another=2 -p third=3
+```
 """
 
 OTHER = """\
@@ -83,7 +88,7 @@ def rules(findings):
 
 
 def test_parse_markdown_separates_code_from_prose():
-    cells, directives, prose = check_book.parse_markdown(CHAPTER)
+    cells, directives, prose, literal = check_book.parse_markdown(CHAPTER)
     assert [c.line for c in cells] == [21, 27, 31]
     assert cells[0].tags == {"parameters"}
     assert cells[2].meta["mystnb"]["figure"]["name"] == "fig-hw-a"
@@ -91,7 +96,8 @@ def test_parse_markdown_separates_code_from_prose():
     assert [(d[0], d[1]) for d in directives] == [("exercise", "Question 1.1"),
                                                   ("exercise", "Do it too")]
     assert "nonumber" in directives[0][2] and "nonumber" not in directives[1][2]
-    assert not any("comment line" in text for _, text in prose)
+    assert not any("comment" in text for _, text in prose)
+    assert [n for n, _ in literal] == [46, 47]
     assert any(text.startswith("## A section") for _, text in prose)
 
 
@@ -106,6 +112,7 @@ def test_sources_findings(book):
         ("plumbing", 31),                       # figure code removed from the website
         ("width", 40),
         ("xref", 43), ("xref", 43),             # numref to nowhere, eq into another homework
+        ("width", 47),                          # a line of a plain code block
     ]), found                                   # ...but {ref} to B's chapter is allowed
 
 
@@ -137,10 +144,12 @@ def test_outputs_findings(book):
         code([image]),                         # no caption
         code([{"output_type": "stream", "name": "stdout",
                "text": "see https://example.org/home/page and 0.5 at 0.1\n"}]),
+        code([{"output_type": "stream", "name": "stdout", "text": "x" * 81 + "\n"}]),
     ]
     (executed / "a.ipynb").write_text(json.dumps(notebook(cells)))
     found = check_book.check_outputs(book, executed)
-    assert [f.rule for f in found] == ["repr", "abspath", "stderr", "figure"], found
+    assert [f.rule for f in found] == ["repr", "abspath", "stderr", "figure",
+                                      "output-width"], found
     assert found[0].path == "a.md" and found[0].line == 21
 
 
