@@ -328,7 +328,7 @@ def check_cell_plumbing(cell: Cell, add) -> None:
 REPR = re.compile(r"<[\w.]+(?: object)? at 0x[0-9a-fA-F]+>|^\[?<(?:matplotlib|mpl_toolkits)"
                   r"\.|^\[?Text\(|^<Figure size |^<Axes", re.MULTILINE)
 ABSPATH = re.compile(r"(?<![\w.~:/-])/(?:tmp|root|work|home|usr|opt|var|srv|mnt|private|"
-                     r"Users|proc)/[\w.-]+")
+                     r"Users|proc)(?:/[\w.-]+)+")
 
 
 def output_texts(output: dict) -> list[str]:
@@ -393,10 +393,22 @@ def check_outputs(root: Path, executed: Path, width: int = WIDTH) -> list[Findin
 
 # --- PDFs ---------------------------------------------------------------------------------
 
-MISSING = re.compile(r"Missing character: There is no (.+?) in font (.+?)!")
+MISSING = re.compile(r"Missing character: There is no (\S+ \(U\+[0-9A-F]+\)) in font ([^!\n]+)")
 OVERFULL = re.compile(r"Overfull \\hbox \(([\d.]+)pt too wide\) .*?lines? (\d+)")
 UNDEFINED = re.compile(r"LaTeX Warning: (Reference|Citation) `([^']+)' on page (\d+) undefined")
-DOC_START = re.compile(r"\\label\{\\detokenize\{(.+?)::doc\}\}")
+DOC_START = re.compile(r"\\label\{\\detokenize\{([^{}]+?)::doc\}\}")
+
+
+def unwrap_log(text: str) -> str:
+    """TeX wraps its log at 79 characters; join the pieces back into lines."""
+    out, pending = [], ""
+    for line in text.splitlines():
+        if len(line) == 79:
+            pending += line
+        else:
+            out.append(pending + line)
+            pending = ""
+    return "\n".join(out + ([pending] if pending else []))
 
 
 def doc_at(tex_lines: list[str], line: int) -> str:
@@ -449,7 +461,7 @@ def check_pdfs(root: Path, pdf_dir: Path, overfull_pt: float) -> list[Finding]:
         latex = pdf_dir / "work" / name / "_build" / "latex"
         log, tex = latex / f"{name}.log", latex / f"{name}.tex"
         if log.exists():
-            log_text = log.read_text(errors="replace")
+            log_text = unwrap_log(log.read_text(errors="replace"))
             tex_lines = tex.read_text(errors="replace").splitlines() if tex.exists() else []
             seen = set()
             for m in MISSING.finditer(log_text):
@@ -469,16 +481,17 @@ def check_pdfs(root: Path, pdf_dir: Path, overfull_pt: float) -> list[Finding]:
         else:
             findings.append(Finding(rel, 0, "missing", f"no LaTeX log at {log}"))
         outline = pdf_outline(pdf)
-        seen_entries = set()
+        last_at_level: dict[int, str] = {}
         for level, title, page in outline:
             if re.search(r"\\[A-Za-z]|\$|\^\{|_\{|\\\(", title):
                 findings.append(Finding(rel, 0, "outline", f"raw TeX in the outline: {title!r}"))
             if re.search(r"\bIndex\b", title):
                 findings.append(Finding(rel, 0, "outline", f"index entry in the outline: {title!r}"))
-            if (title, page) in seen_entries:
+            if last_at_level.get(level) == title:
                 findings.append(Finding(rel, 0, "outline",
                                         f"duplicate outline entry {title!r} (page {page})"))
-            seen_entries.add((title, page))
+            last_at_level = {k: v for k, v in last_at_level.items() if k < level}
+            last_at_level[level] = title
         pages = page_count(pdf)
         for k, (level, title, page) in enumerate(outline):
             nxt = next((p for lv, _, p in outline[k + 1:] if lv <= level), pages + 1)

@@ -154,7 +154,8 @@ def test_outputs_findings(book):
 
 
 LOG = r"""
-Missing character: There is no ⧵ (U+29F5) in font [latinmodern-math.otf]:mode=base;script=math;language=dflt;!
+Missing character: There is no ⧵ (U+29F5) in font [latinmodern-math.otf]/OT:scr
+ipt=math;language=dflt;!
 Overfull \hbox (70.1234pt too wide) in paragraph at lines 12--14
 Overfull \hbox (2.0pt too wide) in paragraph at lines 20--20
 LaTeX Warning: Reference `a:fig-x' on page 3 undefined on input line 99.
@@ -175,7 +176,8 @@ def test_pdf_findings(tmp_path, monkeypatch):
     (tmp_path / "hw.pdf").write_bytes(b"%PDF")
     (tmp_path / "manifest.json").write_text(json.dumps(
         {"hw": {"course": "Deep Learning", "student": "Ada Lovelace", "date": ""}}))
-    outline = [(0, "Introduction", 2), (0, "Bibliography", 5), (0, "Proof Index", 6),
+    outline = [(0, "Introduction", 2), (0, "Bibliography", 5), (0, "Bibliography", 6),
+               (0, "Proof Index", 6),
                (0, "A \\(q^\\top k\\) chapter", 7)]
     pages = {1: "Course: Deep Learning Assignment: x Student: Student ID: Date: 1 May",
              2: "lots of words here " * 5, 5: "Chapter 3 Bibliography 17"}
@@ -185,13 +187,14 @@ def test_pdf_findings(tmp_path, monkeypatch):
                         lambda pdf, a, b: " ".join(pages.get(k, "") for k in range(a, b + 1)))
     found = check_book.check_pdfs(tmp_path, tmp_path, overfull_pt=5)
     messages = [(f.rule, f.message) for f in found]
-    assert ("missing-char", "no glyph for ⧵ (U+29F5) in [latinmodern-math.otf]:mode=base;"
-            "script=math;language=dflt;") in messages
+    assert ("missing-char", "no glyph for ⧵ (U+29F5) in "
+            "[latinmodern-math.otf]/OT:script=math;language=dflt;") in messages
     assert ("overfull", "70.1234 pt too wide in chapters/a.md (hw.tex line 12)") in messages
     assert not any("2.0" in m for _, m in messages)
     assert ("undefined", "reference a:fig-x undefined (page 3)") in messages
     assert ("outline", "index entry in the outline: 'Proof Index'") in messages
     assert any(r == "outline" and "raw TeX" in m for r, m in messages)
+    assert ("outline", "duplicate outline entry 'Bibliography' (page 6)") in messages
     assert ("empty-chapter", "'Bibliography' (pages 5-5) has no content") in messages
     assert ("title-page", "first page lacks the student 'Ada Lovelace'") in messages
     assert not any(r == "empty-chapter" and "Introduction" in m for r, m in messages)
