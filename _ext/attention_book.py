@@ -100,6 +100,9 @@ def chapter_labels(root: Path) -> dict[str, dict]:
             if not path.exists():
                 continue
             lines = path.read_text().splitlines()
+            if lines and lines[0].strip() == "---":  # front matter: blank it out
+                end = next((k for k in range(1, len(lines)) if lines[k].strip() == "---"), 0)
+                lines[: end + 1] = [""] * (end + 1)
             for i, line in enumerate(lines[:-1]):
                 label = re.fullmatch(r"\(([\w-]+)\)=", line.strip())
                 heading = re.match(r"#+\s+(.*)", lines[i + 1])
