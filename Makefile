@@ -77,15 +77,17 @@ chromium:
 
 # The book as readers and graders see it (issue 16). Each prints its findings per file
 # (`path:line: rule: message`) and fails on any; the rules are in scripts/check_book.py.
+# CHECK_ARGS=--summary prints one line per file instead.
+CHECK_ARGS ?=
 check-sources: install
-	$(PYTHON) scripts/check_book.py sources
+	$(PYTHON) scripts/check_book.py sources $(CHECK_ARGS)
 check-outputs: install       # needs `make html` (reads _build/jupyter_execute)
-	$(PYTHON) scripts/check_book.py outputs
+	$(PYTHON) scripts/check_book.py outputs $(CHECK_ARGS)
 check-pdf: install           # needs `make pdf`
 	@command -v pdftotext >/dev/null || $(MAKE) tex
-	$(PYTHON) scripts/check_book.py pdf
+	$(PYTHON) scripts/check_book.py pdf $(CHECK_ARGS)
 check-browser: install chromium   # needs `make html`: the site in headless Chromium, network blocked
-	$(PYTHON) scripts/check_book.py browser
+	$(PYTHON) scripts/check_book.py browser $(CHECK_ARGS)
 check-book:
 	@status=0; for check in sources outputs pdf browser; do \
 	  $(MAKE) --no-print-directory check-$$check || status=1; done; exit $$status

@@ -62,12 +62,21 @@ class Finding:
         return f"{self.path}:{self.line}: {self.rule}: {self.message}"
 
 
+SUMMARY = False  # --summary: one line per file (counts per rule) instead of every finding
+
+
 def report(findings: list[Finding], what: str) -> int:
     """Print the findings grouped by file, and a summary line; 1 if any."""
     by_file: dict[str, list[Finding]] = {}
     for f in findings:
         by_file.setdefault(f.path, []).append(f)
     for path in sorted(by_file):
+        if SUMMARY:
+            counts: dict[str, int] = {}
+            for f in by_file[path]:
+                counts[f.rule] = counts.get(f.rule, 0) + 1
+            print(f"{path}: " + ", ".join(f"{n} {r}" for r, n in sorted(counts.items())))
+            continue
         print(f"{path}: {len(by_file[path])} finding(s)")
         for f in sorted(by_file[path], key=lambda f: (f.line, f.rule)):
             print(f"  {f}")
@@ -787,7 +796,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="overfull boxes wider than this fail")
     parser.add_argument("--screenshots", type=Path, help="save a PNG of every page here")
     parser.add_argument("--window", type=int, default=1280, help="browser window width")
+    parser.add_argument("--summary", action="store_true",
+                        help="one line per file: how many findings of each rule")
     args = parser.parse_intermixed_args(argv)
+    global SUMMARY
+    SUMMARY = args.summary
     root = args.root.resolve()
     status = 0
     start = time.time()
