@@ -23,7 +23,8 @@ pdf      missing-char, overfull (beyond --overfull-pt), undefined (references),
          title-page (a hand-in PDF's first page lacks a field)
 browser  offline (a request leaves the machine), math (formulas not rendered),
          clipped (a code block with a horizontal scrollbar), broken (a local
-         file that does not load)
+         file that does not load, or a link to a file the site lacks, such as
+         a hand-in PDF that `make pdf` has not built)
 """
 
 from __future__ import annotations
@@ -572,7 +573,9 @@ PAGE_PROBE = r"""
   const clipped = pres.filter(p => p.scrollWidth > p.clientWidth + 1)
      .map(p => ({lines: p.textContent.split('\n').reduce((a, l) => Math.max(a, l.length), 0),
                  first: p.textContent.split('\n')[0].slice(0, 60)}));
-  return JSON.stringify({math: math.length, rendered: document.querySelectorAll('mjx-container').length,
+  const links = [...document.querySelectorAll('a[href]')].map(a => a.href)
+     .filter(h => h.startsWith(location.origin)).map(h => h.split('#')[0].split('?')[0]);
+  return JSON.stringify({links: [...new Set(links)], math: math.length, rendered: document.querySelectorAll('mjx-container').length,
                          unrendered, raw, pres: pres.length, clipped});
 })()
 """
@@ -742,6 +745,13 @@ def check_browser(root: Path, html: Path, screenshots: Path | None,
                     if response["status"] >= 400 and not response["url"].endswith("/favicon.ico"):
                         findings.append(Finding(rel, 0, "broken",
                                                 f"{response['status']} for {response['url']}"))
+            for link in probe["links"]:
+                target = html / link[len(base) + 1:]
+                if target.is_dir():
+                    target = target / "index.html"
+                if not target.exists():
+                    findings.append(Finding(rel, 0, "broken", f"link to a missing file: "
+                                            f"{link[len(base) + 1:]}"))
             if probe["unrendered"]:
                 findings.append(Finding(rel, 0, "math", f"{len(probe['unrendered'])} of "
                                         f"{probe['math']} formulas not rendered, e.g. "
