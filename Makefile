@@ -2,7 +2,10 @@
 #
 #   make html      install, unpack the data mirror if present, build the HTML book
 #   make test      install, unpack the data mirror if present, pytest + nbval (smoke profile)
-#   make pdf       the whole book and one PDF per homework set (installs TeX Live with apt if missing)
+#   make pdf       the whole book and one PDF per homework set (installs TeX Live with apt if missing);
+#                  make pdf STUDENT="Ada Lovelace" STUDENT_ID=12345 puts a name on the hand-in title pages
+#   make check-book  the book as readers see it: sources, outputs, PDFs, the website offline
+#                  (after `make html` and `make pdf`; see scripts/check_book.py)
 #   make run CHAPTER=chapters/nndl_s4/self_supervised_gaussian PROFILE=cpu PARAMS="-p seed=1"
 #   make sync      re-pair chapters/**/*.md with their .ipynb (jupytext --sync)
 
@@ -24,7 +27,8 @@ ifneq ($(wildcard $(SHARED_DATA)/mnist-png.tar.gz),)
 export BOOK_DATA_MIRROR ?= $(MIRROR)
 endif
 
-.PHONY: install data sync html pdf test pytest nbval run clean
+.PHONY: install data sync html pdf tex chromium test pytest nbval run clean \
+	check-book check-sources check-outputs check-pdf check-browser
 
 _build/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m pip install -q -r requirements.txt
@@ -56,13 +60,37 @@ html: install data
 	BOOK_READ_ONLY=1 jupyter-book build -W -n --keep-going .
 	@echo "The book is built: open $(CURDIR)/_build/html/index.html"
 
+# the hand-in title pages: STUDENT and STUDENT_ID override handin_student(_id) in _config.yml
+STUDENT ?=
+STUDENT_ID ?=
 pdf: install data
-	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || $(MAKE) tex
-	BOOK_READ_ONLY=1 $(PYTHON) scripts/build_pdfs.py
+	@command -v xelatex >/dev/null && command -v latexmk >/dev/null && command -v pdftotext >/dev/null || $(MAKE) tex
+	BOOK_READ_ONLY=1 $(PYTHON) scripts/build_pdfs.py $(if $(STUDENT),--student "$(STUDENT)") \
+	  $(if $(STUDENT_ID),--student-id "$(STUDENT_ID)")
 
 tex:
 	apt-get update && apt-get install -y texlive-xetex texlive-latex-extra texlive-fonts-recommended \
-	  texlive-fonts-extra texlive-science latexmk fonts-freefont-otf
+	  texlive-fonts-extra texlive-science latexmk fonts-freefont-otf poppler-utils
+
+chromium:
+	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
+
+# The book as readers and graders see it (issue 16). Each prints its findings per file
+# (`path:line: rule: message`) and fails on any; the rules are in scripts/check_book.py.
+# CHECK_ARGS=--summary prints one line per file instead.
+CHECK_ARGS ?=
+check-sources: install
+	$(PYTHON) scripts/check_book.py sources $(CHECK_ARGS)
+check-outputs: install       # needs `make html` (reads _build/jupyter_execute)
+	$(PYTHON) scripts/check_book.py outputs $(CHECK_ARGS)
+check-pdf: install           # needs `make pdf`
+	@command -v pdftotext >/dev/null || $(MAKE) tex
+	$(PYTHON) scripts/check_book.py pdf $(CHECK_ARGS)
+check-browser: install chromium   # needs `make html`: the site in headless Chromium, network blocked
+	$(PYTHON) scripts/check_book.py browser $(CHECK_ARGS)
+check-book:
+	@status=0; for check in sources outputs pdf browser; do \
+	  $(MAKE) --no-print-directory check-$$check || status=1; done; exit $$status
 
 pytest: install
 	$(PYTHON) -m pytest -q tests
