@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import re
 import types
 import typing
@@ -46,6 +47,35 @@ def require(condition: bool, name: str, value: Any, allowed: str) -> None:
     """Raise :class:`ConfigError` "name=value: allowed ..." unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+
+
+def integral(value: Any) -> bool:
+    """Whether ``value`` is an integer (a Python, NumPy or torch integer scalar), not a bool."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+def real(value: Any) -> bool:
+    """Whether ``value`` is a finite real number (not a bool)."""
+    try:
+        return not isinstance(value, bool) and math.isfinite(float(value)) and not isinstance(value, (str, bytes))
+    except (TypeError, ValueError):
+        return False
+
+
+def require_int(name: str, value: Any, low: int = 1, what: str = "") -> None:
+    """ConfigError unless ``value`` is an integer >= ``low``; ``what`` says what it counts."""
+    require(integral(value) and value >= low, name, value, f"an integer >= {low}" + (f" ({what})" if what else ""))
+
+
+def require_positive(name: str, value: Any, what: str = "") -> None:
+    """ConfigError unless ``value`` is a finite number > 0."""
+    require(real(value) and value > 0, name, value, "a positive number" + (f" ({what})" if what else ""))
 
 
 def _describe(hint: Any) -> str:
