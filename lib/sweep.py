@@ -244,6 +244,11 @@ def job_payload(store: "ResultsStore", name: str, config: dict[str, Any], fn: Ca
     """Everything a job needs, pickled by value (functions defined in a notebook included)."""
     import cloudpickle
 
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    source = Path(getattr(module, "__file__", None) or "/").resolve()
+    if module is not None and module.__name__ != "__main__" and not (
+            source.is_relative_to(BOOK_ROOT / "lib") or "site-packages" in source.parts):
+        cloudpickle.register_pickle_by_value(module)  # a script or test module the job cannot import
     return cloudpickle.dumps({"root": str(store.root.parent), "profile": store.profile, "name": name,
                               "config": config, "fn": fn})
 
