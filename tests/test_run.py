@@ -95,11 +95,12 @@ def test_unparsable_parameter_line_is_reported(tmp_path, capsys):
 
 STORE_CHAPTER = CHAPTER.replace(
     """pathlib.Path("ran.json").write_text(json.dumps({"profile": profile, "n": n, "scale": scale, "name": name}))""",
-    """import lib
-    from lib.store import ResultsStore
-    ResultsStore(profile).record("tiny", {"n": n}, lambda c: {"twice": 2 * c["n"]})
-    pathlib.Path("ran.json").write_text(json.dumps({"lib": lib.__file__}))""",
+    "import lib\n"
+    "from lib.store import ResultsStore\n"
+    'ResultsStore(profile).record("tiny", {"n": n}, lambda c: {"twice": 2 * c["n"]})\n'
+    'pathlib.Path("ran.json").write_text(json.dumps({"lib": lib.__file__}))',
 )
+assert "ResultsStore(profile)" in STORE_CHAPTER
 
 
 def test_runner_from_another_clone_writes_into_that_clone(tmp_path):
@@ -161,3 +162,28 @@ def test_type_comments_check_domains(tmp_path, capsys):
         assert main([str(path), "-p", param, "--out", str(tmp_path / "out")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "ran.json").exists()
+
+
+def test_an_error_inside_the_chapter_is_one_readable_line_with_the_notebook(tmp_path, capsys):
+    path = tmp_path / "raises.md"
+    path.write_text(CHAPTER.replace(
+        'import json, pathlib',
+        'from lib.config import ConfigError\nraise ConfigError("lr=-1 is not allowed: lr must be a positive number")'))
+    assert main([str(path), "--profile", "smoke", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "raised ConfigError: lr=-1 is not allowed: lr must be a positive number" in err
+    assert str(tmp_path / "out" / "raises-smoke.ipynb") in err
+
+
+def test_the_monitor_prints_progress_lines_and_a_heartbeat(tmp_path, capsys):
+    import time
+
+    from lib.run import Monitor
+
+    status = tmp_path / "status"
+    with Monitor(status, heartbeat=1.0):
+        status.write_text("12:00:00 exp: computing {\"i\":0}\n")
+        time.sleep(3.5)
+    err = capsys.readouterr().err
+    assert "exp: computing {\"i\":0}" in err and "... still exp: computing" in err
+    assert not status.exists()
