@@ -81,14 +81,17 @@ test:
 	  diff _build/.tree-before _build/.tree-after | head -40; exit 1; }
 	@echo "make test: the source tree is unchanged"
 
-# CHAPTER and PROFILE are checked before anything is installed or unpacked; the runner checks the rest
+# CHAPTER and PROFILE are checked before anything is installed, and the parameters (runner --check)
+# before the data is unpacked or anything runs
 run:
 	@test -n "$(CHAPTER)" || { echo "make run needs CHAPTER=chapters/<part>/<name>, e.g." \
 	  "make run CHAPTER=chapters/nndl_s4/self_supervised_gaussian PROFILE=smoke"; exit 2; }
 	@test -f "$(CHAPTER)" -o -f "$(CHAPTER).md" || { echo "make run: no chapter $(CHAPTER) (nor $(CHAPTER).md);" \
 	  "chapters are:"; find chapters -name '*.md' ! -name index.md | sed 's/\.md$$//; s/^/  /' | sort; exit 2; }
 	@case "$(PROFILE)" in smoke|cpu|gpu) ;; *) echo "make run: PROFILE=$(PROFILE) is not a profile; valid: smoke, cpu, gpu"; exit 2;; esac
-	@$(MAKE) --no-print-directory install data
+	@$(MAKE) --no-print-directory install
+	@$(PYTHON) -m lib.run $(CHAPTER) --profile $(PROFILE) $(PARAMS) --check >/dev/null
+	@$(MAKE) --no-print-directory data
 	$(PYTHON) -m lib.run $(CHAPTER) --profile $(PROFILE) $(PARAMS)
 
 clean:

@@ -317,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a parameter of the chapter's parameters cell (repeatable)")
     parser.add_argument("--out", default=str(BOOK_ROOT / "_build" / "runs"), help="where the executed notebook goes")
     parser.add_argument("--force", action="store_true", help="run the gpu profile even without a CUDA device")
+    parser.add_argument("--check", action="store_true", help="check the chapter, parameters and options, then stop")
     sweeps = parser.add_argument_group("sweeps (see lib.sweep)")
     sweeps.add_argument("--dry-run", action="store_true",
                         help="list the chapter's configurations, stored and missing, with estimated costs; compute nothing")
@@ -333,13 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def executor_from_args(args: argparse.Namespace):
     """The :class:`lib.sweep.Executor` the options describe (ConfigError naming a bad one)."""
-    import os as _os
-
     from .sweep import Executor
 
     kind = args.executor or "inline"
-    cpus = _os.cpu_count() or 1
-    workers = args.workers if args.workers is not None else (1 if kind == "inline" else max(1, cpus // (args.threads or 1)))
+    cpus = os.cpu_count() or 1
+    # default workers: one inline; as many 1-thread jobs as cores on a local pool; a large Slurm array
+    default = {"inline": 1, "slurm": 256}.get(kind, max(1, cpus // (args.threads or 1)))
+    workers = args.workers if args.workers is not None else default
     given = {"kind": kind, "workers": workers, "threads": args.threads if args.threads is not None else 1,
              "partition": args.partition, "gpus": args.gpus if args.gpus is not None else 0,
              "time": args.time if args.time is not None else 60,
@@ -388,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ParameterError, FileNotFoundError, HardwareError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.check:
+        print("check: the chapter, its parameters and the options are valid; nothing was run")
+        return 0
     out_dir = Path(args.out).resolve()
     env = executor.to_env()
     plan = None

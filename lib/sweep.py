@@ -359,11 +359,10 @@ def _run_pool(store, name, fn, todo, executor, progress):
             handle.close()
 
 
-def _run_submitit(store, name, fn, todo, executor, progress):
-    """Yield ``(index, outcome, log)`` as the submitit jobs end (Slurm array, or local processes)."""
+def submitit_executor(executor: Executor, name: str, folder: Path):
+    """A ``submitit.AutoExecutor`` for Slurm (or its local stand-in) with the executor's resources."""
     import submitit
 
-    folder = executor.logs(store.profile, name) / "submitit"
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm" if executor.kind == "slurm" else "local")
     parameters: dict[str, Any] = {"timeout_min": executor.time, "cpus_per_task": executor.threads,
                                   "name": f"book-{name}"}
@@ -372,6 +371,12 @@ def _run_submitit(store, name, fn, todo, executor, progress):
         if executor.partition:
             parameters["slurm_partition"] = executor.partition
     ex.update_parameters(**parameters)
+    return ex
+
+
+def _run_submitit(store, name, fn, todo, executor, progress):
+    """Yield ``(index, outcome, log)`` as the submitit jobs end (Slurm array, or local processes)."""
+    ex = submitit_executor(executor, name, executor.logs(store.profile, name) / "submitit")
     items = list(todo.items())
     env = child_environment(executor.threads)
     running: dict[int, Any] = {}

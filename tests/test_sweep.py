@@ -194,3 +194,16 @@ def test_executor_options_round_trip_through_the_environment(monkeypatch):
     for name, value in executor.to_env().items():
         monkeypatch.setenv(name, value)
     assert Executor.from_env() == executor
+
+
+def test_slurm_resources_reach_the_sbatch_script(tmp_path, monkeypatch):
+    """No cluster here: submitit's Slurm executor is built with srun faked, and its batch script read."""
+    import submitit.slurm.slurm as slurm
+
+    from lib.sweep import submitit_executor
+
+    monkeypatch.setattr(slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 1))
+    executor = Executor("slurm", workers=8, threads=4, partition="gpu", gpus=1, time=120)
+    script = submitit_executor(executor, "vit", tmp_path)._executor._make_submission_file_text("python -m x", "u")
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--time=120", "--cpus-per-task=4", "--job-name=book-vit"):
+        assert f"#SBATCH {line}" in script, script
