@@ -319,11 +319,10 @@ def check_parameter(name: str, value: Any, default: Any, declared: ParameterType
     if value is None:
         if default is None:
             return
-        raise ConfigError(f"{name}=None is not allowed: {name} must be {kind.describe() if kind else 'a value'} "
-                          f"(its default is {default!r})")
+        raise ConfigError(f"{name}=None is not allowed: {name} must be {kind.describe() if kind else 'a value'}")
     if kind is None:
         if isinstance(default, list) and not isinstance(value, list):
-            raise ConfigError(f"{name}={value!r} is not allowed: {name} must be a list (its default is {default!r})")
+            raise ConfigError(f"{name}={value!r} is not allowed: {name} must be a list")
         return
     if not kind.accepts(value):
         allowed = kind.describe() + (", or None" if default is None else "")

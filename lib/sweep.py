@@ -77,8 +77,9 @@ class Executor:
                     f"an integer >= {low}")
         require(self.partition is None or (isinstance(self.partition, str) and self.partition.strip() != ""),
                 "partition", self.partition, "a Slurm partition name")
-        require(self.kind == "slurm" or (self.partition is None and self.gpus == 0), "partition/gpus",
-                (self.partition, self.gpus), "given only with --executor slurm")
+        for name, unset in (("partition", None), ("gpus", 0)):
+            require(self.kind == "slurm" or getattr(self, name) == unset, name, getattr(self, name),
+                    f"left out unless the executor is slurm (--{name} is a Slurm option; executor is {self.kind!r})")
 
     @classmethod
     def from_env(cls) -> "Executor":

@@ -182,7 +182,7 @@ CASES = [
     Case("runner workers for the inline executor", lambda t: run(t, "--workers", "2"), Exit, r"--workers",
          r"--executor pool"),
     Case("runner a Slurm partition for a pool", lambda t: run(t, "--executor", "pool", "--partition", "gpu"), Exit,
-         r"'gpu'", r"only with --executor slurm"),
+         r"partition='gpu'", r"unless the executor is slurm"),
     # --- the results store ---------------------------------------------------------------------
     Case("store unknown profile", lambda t: ResultsStore("laptop", root=t / "results"), ValueError, r"'laptop'",
          r"smoke, cpu, gpu"),
