@@ -59,6 +59,21 @@ endif
 sync:
 	$(PYTHON) scripts/sync_chapters.py $(CHAPTERS) intro.md
 
+html: install data
+	BOOK_READ_ONLY=1 jupyter-book build -W -n --keep-going .
+	@echo "The book is built: open $(CURDIR)/_build/html/index.html"
+
+pdf: install data
+	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || $(MAKE) tex
+	BOOK_READ_ONLY=1 $(PYTHON) scripts/build_pdfs.py
+
+tex:
+	apt-get update && apt-get install -y texlive-xetex texlive-latex-extra texlive-fonts-recommended \
+	  texlive-fonts-extra texlive-science latexmk fonts-freefont-otf
+
+pytest: install
+	$(PYTHON) -m pytest -q tests
+
 # smoke records are recomputed on every run, so a change in lib is always exercised. nbval executes
 # notebooks generated from the .md sources into _build/nbval (same folder layout): the sources, and
 # any .ipynb an author keeps beside them, are never written.

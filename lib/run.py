@@ -362,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"-p takes NAME=VALUE, got {item!r}")
         params[name.strip()] = parse_value(value.strip())
     profile = params.pop("profile", None) or args.profile or os.environ.get("BOOK_PROFILE") or "cpu"
+    from .store import ResultsStore, StoreError
+
     try:
         source = chapter_source(args.chapter)
         handed = _handover(source, argv)
@@ -378,15 +380,13 @@ def main(argv: list[str] | None = None) -> int:
 
         check_executor_available(executor)
         device = check_hardware(profile, args.force)
-        from .store import ResultsStore
-
         with _environment(checkout_environment()):
             store = ResultsStore(profile).root
         read_only = " (read-only)" if os.environ.get("BOOK_READ_ONLY") == "1" else ""
         mode = "dry run: lists the configurations, computes nothing" if args.dry_run else executor.describe()
         print(f"checkout {BOOK_ROOT}\nprofile {profile}, device {device}\nstore {store}{read_only}\n"
               f"executor {mode}", flush=True)
-    except (ParameterError, FileNotFoundError, HardwareError, ConfigError) as err:
+    except (ParameterError, FileNotFoundError, HardwareError, ConfigError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.check:

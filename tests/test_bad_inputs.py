@@ -181,6 +181,8 @@ CASES = [
          r"--executor pool"),
     Case("runner workers for the inline executor", lambda t: run(t, "--workers", "2"), Exit, r"--workers",
          r"--executor pool"),
+    Case("runner store is a file", lambda t: run(t), Exit, r"results/cpu is a file", r"set \$BOOK_RESULTS to a directory",
+         setup=lambda t: (t / "results").mkdir() or (t / "results" / "cpu").touch()),
     Case("runner a Slurm partition for a pool", lambda t: run(t, "--executor", "pool", "--partition", "gpu"), Exit,
          r"partition='gpu'", r"unless the executor is slurm"),
     # --- the results store ---------------------------------------------------------------------
