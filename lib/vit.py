@@ -127,6 +127,9 @@ class ViT(nn.Module):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
         if min(patch) < 1 or image[0] % patch[0] or image[1] % patch[1]:
             raise ValueError(f"image {image} is not a whole number of {patch} patches")
+        for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("mlp_dim", mlp_dim)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
         if dim % heads:
             raise ValueError(f"dim={dim} is not divisible by heads={heads}")
         self.patch, self.pool, self.position = tuple(patch), pool, position

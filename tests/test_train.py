@@ -86,3 +86,28 @@ def test_stop_when_ends_training_at_the_first_evaluation_that_satisfies_it():
     assert hist["test_accuracy"][-1] > 0.95 and all(a <= 0.95 for a in hist["test_accuracy"][:-1])
     never = fit(make_model(0), train_set, steps=30, seed=0, eval_every=10, device="cpu", stop_when=lambda h: False)
     assert not never["stopped_early"] and never["steps_run"] == 30
+
+
+def test_a_nan_loss_stops_training_at_the_next_evaluation():
+    steps = []
+
+    def nan_loss(out, y):
+        steps.append(1)
+        return out.sum() * float("nan")
+
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 5.*lr=0\.001"):
+        fit(make_model(0), blobs(), steps=100, seed=0, batch_size=8, eval_every=5, loss_fn=nan_loss, device="cpu")
+    assert len(steps) == 5, "training stops at the first evaluation after the loss became NaN"
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("batch_size", 0, "batch_size=0 is not allowed"), ("eval_every", 0, "eval_every=0 is not allowed"),
+    ("clip_grad_norm", 0.0, "clip_grad_norm=0.0 is not allowed"), ("seed", -1, "seed=-1 is not allowed"),
+    ("weight_decay", -0.1, "weight_decay=-0.1 is not allowed"),
+])
+def test_fit_checks_its_arguments_before_training(argument, value, message):
+    model = make_model(0)
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=message):
+        fit(model, blobs(), steps=10, **{"seed": 0, "batch_size": 8, "device": "cpu", argument: value})
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "nothing was trained"

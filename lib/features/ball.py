@@ -26,6 +26,8 @@ import math
 
 import torch
 
+from ..config import require, require_int, require_positive
+
 
 def ball_overlap_kernel(distance: torch.Tensor, delta: float) -> torch.Tensor:
     """kappa(t), the normalised overlap volume of two balls of diameter delta.
@@ -35,6 +37,7 @@ def ball_overlap_kernel(distance: torch.Tensor, delta: float) -> torch.Tensor:
     t = 0, 0 for t >= delta.
     distance (...) -> (...).
     """
+    require_positive("delta", delta, "the ball diameter")
     t = distance.clamp(max=delta)
     return (2 * delta + t) * (delta - t) ** 2 / (2 * delta**3)
 
@@ -48,6 +51,10 @@ def uniform_centres(low: torch.Tensor, high: torch.Tensor, m: int,
 
     low, high (3,) -> centres (M, 3), weights (M,).
     """
+    require_int("m", m, 1, "the number of centres")
+    require_positive("radius", radius)
+    require(bool((high >= low).all()), "high", high.tolist(),
+            f"at least low={low.tolist()} in every coordinate")
     lo, hi = low - radius, high + radius
     u = torch.rand(m, 3, generator=generator, dtype=low.dtype)
     centres = lo + (hi - lo) * u
@@ -66,6 +73,10 @@ def importance_centres(points: torch.Tensor, m: int, radius: float,
     1 / (vol(B(r)) p(c)) for the mixture density p.
     points (N, 3) -> centres (M, 3), weights (M,).
     """
+    require_int("m", m, 1, "the number of centres")
+    require_positive("radius", radius)
+    require(points.ndim == 2 and len(points) >= 1, "points",
+            tuple(points.shape), "(N, 3) with N >= 1")
     n_points = len(points)
     owner = torch.randint(0, n_points, (m,), generator=generator)
     direction = torch.randn(m, 3, generator=generator, dtype=points.dtype)
@@ -87,5 +98,9 @@ def ball_features(x: torch.Tensor, centres: torch.Tensor, weights: torch.Tensor,
     |q - k| > 2r, since no centre lies within r of both.
     x (N, 3), centres (M, 3), weights (M,) -> (N, M).
     """
+    require_positive("radius", radius)
+    shapes = (tuple(centres.shape), tuple(weights.shape))
+    require(len(centres) >= 1 and weights.shape == centres.shape[:1],
+            "centres, weights", shapes, "(M, 3) and (M,) with M >= 1")
     inside = (torch.cdist(x, centres) <= radius).to(x.dtype)  # (N, M)
     return inside * (weights / len(centres)).sqrt()

@@ -32,7 +32,13 @@ import math
 
 import torch
 
+from ..config import real, require, require_int
 from .polynomial import symmetric_power_features
+
+
+def _check_rho(rho: float) -> None:
+    require(real(rho) and 0 < rho < 1, "rho", rho,
+            "a number in (0, 1), the parameter of the degree law")
 
 
 def gelu_maclaurin_coefficient(k: int) -> float:
@@ -56,6 +62,7 @@ def power_features(x: torch.Tensor, degree: int) -> torch.Tensor:
     sum_k c_k (w . x)^k = weighted_power_features(w, c) . power_features(x).
     (..., D) -> (..., C(D+p, p)).
     """
+    require_int("degree", degree, 0)
     parts = [torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)]
     parts += [symmetric_power_features(x, k) for k in range(1, degree + 1)]
     return torch.cat(parts, dim=-1)
@@ -67,6 +74,8 @@ def weighted_power_features(w: torch.Tensor,
 
     (..., D) -> (..., C(D+p, p)) for p + 1 coefficients.
     """
+    require(len(coefficients) >= 1, "coefficients", coefficients,
+            "a list of p + 1 >= 1 numbers c_0 .. c_p")
     dim, parts = w.shape[-1], []
     feats = power_features(w, len(coefficients) - 1)
     start = 0
@@ -87,6 +96,8 @@ def maclaurin_degrees(m: int, rho: float,
     float64 uniform, so the law's tail is not cut at float32 resolution.
     -> (M,) int64.
     """
+    require_int("m", m, 1, "the number of features")
+    _check_rho(rho)
     u = torch.rand(m, generator=generator, dtype=torch.float64)
     j = torch.floor(torch.log(u) / math.log(rho)).long()  # P(j) = (1-rho) rho^j
     return torch.where(j == 0, torch.ones_like(j), 2 * j)
@@ -97,6 +108,7 @@ def maclaurin_probability(k: int, rho: float) -> float:
 
     k -> float.
     """
+    _check_rho(rho)
     j = 0 if k == 1 else k // 2
     return (1 - rho) * rho**j
 
@@ -113,6 +125,9 @@ def random_maclaurin_features(
     phi), so E[phi(w) . psi(x)] = sum_k a_k (w . x)^k = GELU(w . x).
     w (R, D) rows of W, x (B, D) -> phi (R, M), psi (B, M).
     """
+    shapes = (tuple(w.shape), tuple(x.shape))
+    require(w.ndim == 2 and x.ndim == 2 and w.shape[-1] == x.shape[-1],
+            "shapes of w and x", shapes, "(R, D) and (B, D), one D")
     degrees = maclaurin_degrees(m, rho, generator)
     dim, top = w.shape[-1], int(degrees.max())
     signs = torch.randint(0, 2, (top, m, dim), generator=generator)
@@ -143,6 +158,8 @@ def maclaurin_variance(w: torch.Tensor, x: torch.Tensor, m: int, rho: float,
     log space, since its terms overflow float64 for large s.
     w (..., D), x (..., D) -> (...).
     """
+    require_int("m", m, 1, "the number of features")
+    _check_rho(rho)
     dot = (w * x).sum(-1)
     s = ((w * w).sum(-1) * (x * x).sum(-1) + 2 * dot**2
          - 2 * (w * w * x * x).sum(-1))
