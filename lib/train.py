@@ -203,7 +203,7 @@ def fit(
             for k, v in metrics.items():
                 history.setdefault(k, []).append(float(v))
                 final[k] = float(v)
-            if select is not None and final[select] >= best["value"]:
+            if select is not None and select in metrics and final[select] >= best["value"]:
                 best.update(value=final[select], step=step,
                             state={k: v.detach().clone() for k, v in model.state_dict().items()})
         final["train_loss"] = history["train_loss"][-1]

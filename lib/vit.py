@@ -64,13 +64,13 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, 3 * dim)
         self.to_out = nn.Linear(dim, dim)
         self.position = position
-        self.force_fused = False  # use the fused kernel even on CPU (tests)
+        self.fused: bool | None = None  # None: the rule in forward; True / False force a path (tests, benchmark)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int], return_attention: bool = False):
         """x (B, N, D) -> (B, N, D), and the weights (B, Hh, N, N) when asked."""
         q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         q, k, bias = self.position(q, k, grid)  # bias (Hh, N, N) or None, broadcast over the batch
-        explicit = return_attention or (bias is not None and not (q.is_cuda or self.force_fused))
+        explicit = return_attention or (not self.fused if self.fused is not None else bias is not None and not q.is_cuda)
         if explicit:  # softmax(q k^T / sqrt(Dh) + bias) v; on CPU faster than the fused kernel with a bias
             logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # scaling q is cheaper than the logits
             weights = (logits if bias is None else logits + bias).softmax(dim=-1)
