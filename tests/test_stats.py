@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+from lib.stats import bootstrap_interval, mean_interval, welch_t, wilson_interval
+
+
+def test_wilson_interval_at_known_values():
+    # 8 of 10, 95%: (0.4902, 0.9433) (Newcombe 1998, Table I, and any calculator)
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+    # 0 of 10: lower bound exactly 0, upper 0.2775 (z^2 / (n + z^2))
+    low, high = wilson_interval(0, 10)
+    assert low == 0 and high == pytest.approx(1.959964 ** 2 / (10 + 1.959964 ** 2), rel=1e-6)
+    # arrays broadcast, and the interval contains p and shrinks with n
+    lows, highs = wilson_interval(np.array([50, 500]), np.array([100, 1000]))
+    assert np.all(lows < 0.5) and np.all(highs > 0.5) and highs[1] - lows[1] < highs[0] - lows[0]
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def test_welch_t_matches_scipy():
+    a = [2.1, 2.9, 3.4, 2.2, 3.8]
+    b = [4.0, 5.1, 3.6, 6.2]
+    ours = welch_t(a, b)
+    theirs = stats.ttest_ind(a, b, equal_var=False)
+    assert ours.t == pytest.approx(theirs.statistic, rel=1e-12)
+    assert ours.p == pytest.approx(theirs.pvalue, rel=1e-10)
+    assert ours.df == pytest.approx(theirs.df, rel=1e-12)
+    ci = theirs.confidence_interval(0.95)
+    assert (ours.low, ours.high) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    with pytest.raises(ValueError):
+        welch_t([1.0], [2.0, 3.0])
+
+
+def test_mean_interval_is_the_student_t_interval():
+    x = np.array([[1.0, 10.0], [2.0, 10.0], [4.0, 10.0]])  # 3 seeds, 2 points
+    mean, low, high = mean_interval(x)
+    ref = stats.t.interval(0.95, 2, loc=x[:, 0].mean(), scale=stats.sem(x[:, 0]))
+    assert (low[0], high[0]) == pytest.approx(ref)
+    assert mean[1] == low[1] == high[1] == 10.0  # no spread, no width
+
+
+def test_bootstrap_interval_covers_the_mean_and_is_reproducible():
+    x = np.random.default_rng(1).normal(3.0, 1.0, size=200)
+    low, high = bootstrap_interval(x, resamples=2000)
+    assert low < x.mean() < high and high - low < 0.5
+    assert bootstrap_interval(x, resamples=2000) == (low, high)
