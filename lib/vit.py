@@ -70,7 +70,8 @@ class Attention(nn.Module):
         """x (B, N, D) -> (B, N, D), and the weights (B, Hh, N, N) when asked."""
         q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         q, k, bias = self.position(q, k, grid)  # bias (Hh, N, N) or None, broadcast over the batch
-        explicit = return_attention or (not self.fused if self.fused is not None else bias is not None and not q.is_cuda)
+        rule = bias is not None and not q.is_cuda  # explicit with a bias on a CPU
+        explicit = return_attention or (not self.fused if self.fused is not None else rule)
         if explicit:  # softmax(q k^T / sqrt(Dh) + bias) v; on CPU faster than the fused kernel with a bias
             logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # scaling q is cheaper than the logits
             weights = (logits if bias is None else logits + bias).softmax(dim=-1)

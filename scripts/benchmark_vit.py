@@ -102,7 +102,8 @@ def step_flops(model: torch.nn.Module, dataset: str) -> int:
         with_attention_path(model, False)
     counter = FlopCounterMode(display=False)
     with counter:
-        F.cross_entropy(model(torch.randn(BATCH, channels, side, side)), torch.zeros(BATCH, dtype=torch.long)).backward()
+        logits = model(torch.randn(BATCH, channels, side, side))
+        F.cross_entropy(logits, torch.zeros(BATCH, dtype=torch.long)).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 

@@ -139,7 +139,8 @@ def test_precision_switch_measures_instead_of_assuming(monkeypatch):
         resolve_precision("fp16", cpu)
     for bf16_rate, expected in [(10.0, "bf16"), (1.1, "fp32")]:
         monkeypatch.setattr(train_module, "_PRECISION_CACHE", {})
-        monkeypatch.setattr(train_module, "matmul_rate", lambda dtype, r=bf16_rate: r if dtype == torch.bfloat16 else 1.0)
+        rate = lambda dtype, r=bf16_rate: r if dtype == torch.bfloat16 else 1.0
+        monkeypatch.setattr(train_module, "matmul_rate", rate)
         assert resolve_precision("auto", cpu) == expected
 
 
