@@ -18,6 +18,16 @@ so that E[phi(q) . phi(k)] = kappa(|q - k|), phi >= 0, and
 phi(q) . phi(k) = 0 exactly when |q - k| > delta. Centres come uniform in
 a box (:func:`uniform_centres`) or from the mixture of balls around the
 tokens (:func:`importance_centres`, w(c) = N / n(c)).
+
+With two different factors any N x N matrix A has an unbiased estimate of
+the form Q' K'^T (:func:`landmark_factors`, column sampling as in Nystrom
+methods, Williams and Seeger, NIPS 2000): draw landmark columns
+J_1..J_M uniformly and independently, and set
+
+    Q' = (N / M) A[:, J],   K' = one_hot(J)   (N x M each),
+
+so that E[Q' K'^T] = A, entries are >= 0 where A is, zeros of A stay exact,
+and Var (Q' K'^T)_ik = A_ik^2 (N / M) (1 - 1 / N).
 """
 
 from __future__ import annotations
@@ -104,3 +114,24 @@ def ball_features(x: torch.Tensor, centres: torch.Tensor, weights: torch.Tensor,
             "centres, weights", shapes, "(M, 3) and (M,) with M >= 1")
     inside = (torch.cdist(x, centres) <= radius).to(x.dtype)  # (N, M)
     return inside * (weights / len(centres)).sqrt()
+
+
+def landmark_factors(x: torch.Tensor, kernel, m: int,
+                     generator: torch.Generator,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q' = (N / M) kernel(|x - x_J|) and K' = one_hot(J), M landmarks J.
+
+    The landmarks J_1..J_M are uniform and independent over the N tokens;
+    (Q' K'^T)_ik = (N / M) A_ik #{l : J_l = k}, whose count is
+    Binomial(M, 1 / N), so E[Q' K'^T] = A for any kernel, and
+    Var = A_ik^2 (N / M)(1 - 1 / N). Costs N M kernel evaluations.
+    x (N, 3), kernel: distances (N, M) -> values (N, M); -> (N, M), (N, M).
+    """
+    n_points = len(x)
+    index = torch.randint(0, n_points, (m,), generator=generator)
+    columns = kernel(torch.cdist(x, x[index]))  # A[:, J], (N, M)
+    q = columns * (n_points / m)
+    k = torch.zeros(n_points, m, dtype=x.dtype)
+    k[index, torch.arange(m)] = 1.0
+    return q, k
+

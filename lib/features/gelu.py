@@ -148,21 +148,40 @@ def random_maclaurin_features(
     return products(w) * scale * coef.sign(), products(x) * scale
 
 
-def maclaurin_variance(w: torch.Tensor, x: torch.Tensor, m: int, rho: float,
-                       max_degree: int = 600) -> torch.Tensor:
-    """Exact variance of phi(w) . psi(x) of :func:`random_maclaurin_features`.
+def rademacher_second_moment(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """s = E[(omega . w)^2 (omega . x)^2] for a random sign vector omega.
 
-    Var = (sum_k a_k^2 / q_k * s^k - GELU(w.x)^2) / M with
-    s = |w|^2|x|^2 + 2(w.x)^2 - 2 sum_i w_i^2 x_i^2 (the Rademacher second
-    moment of one factor); the series, truncated at max_degree, is summed in
-    log space, since its terms overflow float64 for large s.
+    s = |w|^2 |x|^2 + 2 (w . x)^2 - 2 sum_i w_i^2 x_i^2 (the Gaussian value
+    minus the correction for E[omega_i^4] = 1 instead of 3). Since
+    E[(omega . w)(omega . x)] = w . x, Jensen gives s >= (w . x)^2.
     w (..., D), x (..., D) -> (...).
     """
     require_int("m", m, 1, "the number of features")
     _check_rho(rho)
     dot = (w * x).sum(-1)
-    s = ((w * w).sum(-1) * (x * x).sum(-1) + 2 * dot**2
-         - 2 * (w * w * x * x).sum(-1))
+    return ((w * w).sum(-1) * (x * x).sum(-1) + 2 * dot**2
+            - 2 * (w * w * x * x).sum(-1))
+
+
+def maclaurin_log_second_moment(s: torch.Tensor, rho: float,
+                                max_degree: int | None = None,
+                                ) -> torch.Tensor:
+    """log E[X^2] = log sum_k a_k^2 / q_k s^k for one random Maclaurin feature.
+
+    X is one feature's contribution (a_N / q_N) prod_t (omega_t . w)(omega_t . x);
+    E[X^2 | N = k] = (a_k / q_k)^2 s^k. The even terms behave like the series
+    of the Bessel function I_0(s / sqrt(rho)), which peaks near degree
+    s / sqrt(rho); the default max_degree goes well past that peak, so the
+    truncation error is negligible. Summed in log space (the terms overflow
+    float64 for large s); s = 0 gives log(a_1^2 / q_1 * 0) = -inf only if
+    every term vanishes, which cannot happen for s > 0.
+    s (...) -> (...).
+    """
+    s = torch.as_tensor(s, dtype=torch.float64)
+    if max_degree is None:
+        top = float(s.max()) if s.numel() else 0.0
+        max_degree = int(2 * top / math.sqrt(rho) + 20 * math.sqrt(top) + 200)
+    log_s = torch.log(s)
     log_terms = []
     for k in range(1, max_degree + 1):
         n = (k - 2) // 2
@@ -173,7 +192,23 @@ def maclaurin_variance(w: torch.Tensor, x: torch.Tensor, m: int, rho: float,
         else:  # log |a_k| without evaluating the factorial
             log_a = (-0.5 * math.log(2 * math.pi) - n * math.log(2)
                      - math.lgamma(n + 1) - math.log(2 * n + 1))
-        log_q = math.log(maclaurin_probability(k, rho))
-        log_terms.append(2 * log_a - log_q + k * torch.log(s))
-    second = torch.logsumexp(torch.stack(log_terms), dim=0).exp()
+        j = 0 if k == 1 else k // 2  # log q_k, without underflow
+        log_q = math.log(1 - rho) + j * math.log(rho)
+        log_terms.append(2 * log_a - log_q + k * log_s)
+    return torch.logsumexp(torch.stack(log_terms), dim=0)
+
+
+def maclaurin_variance(w: torch.Tensor, x: torch.Tensor, m: int, rho: float,
+                       max_degree: int | None = None) -> torch.Tensor:
+    """Exact variance of phi(w) . psi(x) of :func:`random_maclaurin_features`.
+
+    Var = (sum_k a_k^2 / q_k * s^k - GELU(w.x)^2) / M with
+    s = |w|^2|x|^2 + 2(w.x)^2 - 2 sum_i w_i^2 x_i^2 (the Rademacher second
+    moment of one factor, :func:`rademacher_second_moment`); the series is
+    :func:`maclaurin_log_second_moment`.
+    w (..., D), x (..., D) -> (...).
+    """
+    dot = (w * x).sum(-1)
+    s = rademacher_second_moment(w, x)
+    second = maclaurin_log_second_moment(s, rho, max_degree).exp()
     return (second - torch.nn.functional.gelu(dot) ** 2) / m
