@@ -156,8 +156,6 @@ def rademacher_second_moment(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     E[(omega . w)(omega . x)] = w . x, Jensen gives s >= (w . x)^2.
     w (..., D), x (..., D) -> (...).
     """
-    require_int("m", m, 1, "the number of features")
-    _check_rho(rho)
     dot = (w * x).sum(-1)
     return ((w * w).sum(-1) * (x * x).sum(-1) + 2 * dot**2
             - 2 * (w * w * x * x).sum(-1))
@@ -208,6 +206,8 @@ def maclaurin_variance(w: torch.Tensor, x: torch.Tensor, m: int, rho: float,
     :func:`maclaurin_log_second_moment`.
     w (..., D), x (..., D) -> (...).
     """
+    require_int("m", m, 1, "the number of features")
+    _check_rho(rho)
     dot = (w * x).sum(-1)
     s = rademacher_second_moment(w, x)
     second = maclaurin_log_second_moment(s, rho, max_degree).exp()
