@@ -169,7 +169,8 @@ def plot_convergence(ax: Axes, groups: dict[Hashable, list[Record]], title: str 
                      labels: Sequence[str] | None = None) -> None:
     """A history metric against training step: mean over seeds (runs held at their last value
     after they stop) with its 95% Student-t interval over seeds as a band (none for a single
-    seed), each seed faintly, and a cross where each run stopped."""
+    seed), each seed faintly, and a cross where each run stopped. For the validation
+    accuracy also each seed's 95% Wilson band over the validation batch, and chance 1/K."""
     for index, (k, runs) in enumerate(groups.items()):
         steps, values = held_curve(runs, key)
         style, _ = STYLES[index % len(STYLES)]
@@ -182,10 +183,18 @@ def plot_convergence(ax: Axes, groups: dict[Hashable, list[Record]], title: str 
             ax.fill_between(steps, low, high, alpha=0.2, color=line.get_color(), linewidth=0)
         for r, row in zip(runs, values):
             ax.plot(steps, row, color=line.get_color(), lw=0.5, alpha=0.35)
+            if key == "val_accuracy":  # Wilson band over the validation batch
+                n = r["config"]["eval_batch"]
+                ok = ~np.isnan(row)
+                w_low, w_high = wilson_interval(np.round(row[ok] * n), np.full(ok.sum(), n))
+                ax.fill_between(steps[ok], w_low, w_high, alpha=0.08, color=line.get_color(), linewidth=0)
             history = r["result"]["history"]
             ax.plot(history["step"][-1], history[key][-1], "x", color=line.get_color(), ms=5)
     if not groups:
         no_runs(ax)
+    elif key == "val_accuracy":
+        K = next(iter(groups.values()))[0]["config"]["K"]
+        ax.axhline(chance_accuracy(K), color="black", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())
     ylabel = {"val_accuracy": "validation-batch accuracy", "train_accuracy": "training accuracy",
