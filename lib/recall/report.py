@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.ticker import NullFormatter
 
 from ..stats import mean_interval, wilson_interval
 from .experiment import model_label
@@ -95,11 +96,18 @@ def fmt_interval(summary: dict[str, Any], scale: float = 100, digits: int = 0) -
            f"{f.format(scale * summary['high'])}]"
 
 
+def no_runs(ax: Axes) -> None:
+    """Say on an empty panel that its runs are not stored yet."""
+    ax.text(0.5, 0.5, "no stored runs yet", transform=ax.transAxes, ha="center", va="center",
+            color="grey", fontsize=9)
+
+
 def plot_length_accuracy(ax: Axes, groups: dict[Hashable, list[Record]], L: int, title: str = "",
                          labels: Sequence[str] | None = None) -> None:
     """Accuracy against test length (log axis), one colour per group: the mean over seeds
-    with its 95% interval as a band, each seed as a faint line; the chance level 1/K;
-    dashed lines at L and 3L."""
+    with its 95% Student-t interval over seeds as a band (none for a single seed), each
+    seed as a faint line inside a fainter band, its 95% Wilson interval; the chance
+    level 1/K; dashed lines at L and 3L."""
     K = None
     for index, (key, runs) in enumerate(groups.items()):
         lengths, mean, low, high = length_curve(runs)
@@ -107,11 +115,16 @@ def plot_length_accuracy(ax: Axes, groups: dict[Hashable, list[Record]], L: int,
         style, marker = STYLES[index % len(STYLES)]
         name = labels[index] if labels is not None else label(runs[0]["config"])
         (line,) = ax.plot(lengths, mean, ls=style, marker=marker, ms=3, markevery=(index % 4, 8),
-                          label=f"{name} ({len(runs)} seeds)")
-        ax.fill_between(lengths, low, high, alpha=0.2, color=line.get_color(), linewidth=0)
+                          label=f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        if len(runs) > 1:
+            ax.fill_between(lengths, low, high, alpha=0.2, color=line.get_color(), linewidth=0)
         for row in correct:
             ax.plot(lengths, row / n, color=line.get_color(), lw=0.5, alpha=0.35)
+            w_low, w_high = wilson_interval(row, np.full_like(row, n))
+            ax.fill_between(lengths, w_low, w_high, alpha=0.08, color=line.get_color(), linewidth=0)
         K = runs[0]["config"]["K"]
+    if not groups:
+        no_runs(ax)
     if K is not None:
         ax.axhline(chance_accuracy(K), color="black", lw=0.8, ls=":")
         ax.text(3, chance_accuracy(K) + 0.02, "chance 1/K", fontsize=7)
@@ -155,17 +168,35 @@ def held_curve(runs: Sequence[Record], key: str = "val_accuracy") -> tuple[np.nd
 def plot_convergence(ax: Axes, groups: dict[Hashable, list[Record]], title: str = "", key: str = "val_accuracy",
                      labels: Sequence[str] | None = None) -> None:
     """A history metric against training step: mean over seeds (runs held at their last value
-    after they stop), each seed faintly, and a cross where each run stopped."""
+    after they stop) with its 95% Student-t interval over seeds as a band (none for a single
+    seed), each seed faintly, and a cross where each run stopped. For the validation
+    accuracy also each seed's 95% Wilson band over the validation batch, and chance 1/K."""
     for index, (k, runs) in enumerate(groups.items()):
         steps, values = held_curve(runs, key)
         style, _ = STYLES[index % len(STYLES)]
         name = labels[index] if labels is not None else label(runs[0]["config"])
+        _, low, high = mean_interval(values)
         (line,) = ax.plot(steps, np.nanmean(values, 0), ls=style, lw=1.4, label=name)
+        if len(runs) > 1:  # accuracies lie in [0, 1], losses are >= 0
+            low = np.clip(low, 0, None)
+            high = np.clip(high, None, 1) if key.endswith("accuracy") else high
+            ax.fill_between(steps, low, high, alpha=0.2, color=line.get_color(), linewidth=0)
         for r, row in zip(runs, values):
             ax.plot(steps, row, color=line.get_color(), lw=0.5, alpha=0.35)
+            if key == "val_accuracy":  # Wilson band over the validation batch
+                n = r["config"]["eval_batch"]
+                ok = ~np.isnan(row)
+                w_low, w_high = wilson_interval(np.round(row[ok] * n), np.full(ok.sum(), n))
+                ax.fill_between(steps[ok], w_low, w_high, alpha=0.08, color=line.get_color(), linewidth=0)
             history = r["result"]["history"]
             ax.plot(history["step"][-1], history[key][-1], "x", color=line.get_color(), ms=5)
+    if not groups:
+        no_runs(ax)
+    elif key == "val_accuracy":
+        K = next(iter(groups.values()))[0]["config"]["K"]
+        ax.axhline(chance_accuracy(K), color="black", lw=0.8, ls=":")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ylabel = {"val_accuracy": "validation-batch accuracy", "train_accuracy": "training accuracy",
               "train_loss": "training loss"}.get(key, key)
     ax.set(xlabel="training step (batch 64, log scale)", ylabel=ylabel, title=title)
@@ -174,23 +205,47 @@ def plot_convergence(ax: Axes, groups: dict[Hashable, list[Record]], title: str 
 
 
 def settings_table(groups: dict[Hashable, list[Record]], names: Sequence[str], L: int,
-                   multiples: Sequence[int] = (1, 3, 8), state: bool = False) -> list[str]:
-    """Text rows: setting, seeds and stop reasons, steps to the stop (mean [95% interval over
-    seeds]), accuracy in % at each multiple of L (mean [95% interval over seeds]), and with
-    ``state`` the recurrent state of the model in floats (selective state + convolution)."""
-    width = max([34] + [len(n) for n in names])
-    head = f"{'setting':{width}s} {'stop reasons':24s} {'steps to stop':22s}" + "".join(
-        f" {'acc@' + (str(m) if m > 1 else '') + 'L':>16s}" for m in multiples)
-    rows = [head + (f" {'state floats':>13s}" if state else "")]
+                   multiples: Sequence[int] = (1, 3, 8), state: bool = False,
+                   seeds: int | None = None) -> list[str]:
+    """Text lines, at most 80 characters, a block per setting: its name; seeds stored (of
+    ``seeds`` planned) and their stop reasons; steps to the stop (mean [95% interval over
+    seeds]); accuracy in % at each multiple of L (mean [95% interval over seeds]); each
+    seed's accuracy at the largest multiple with its 95% Wilson interval; and with
+    ``state`` the model's recurrent state in floats (selective state + convolution)."""
+    rows = []
     for name, runs in zip(names, groups.values()):
         steps = steps_summary(runs)
-        row = f"{name:{width}s} {stop_summary(runs):24s} {fmt_interval(steps, 1):22s}"
-        row += "".join(f" {fmt_interval(accuracy_at(runs, m * L)):>16s}" for m in multiples)
+        of = f" of {seeds}" if seeds is not None else ""
+        rows.append(name)
+        rows.append(f"  {len(runs)}{of} seeds: {stop_summary(runs)}; "
+                    f"steps to stop {fmt_interval(steps, 1)}")
+        rows.append("  accuracy %, seed mean [95% interval over seeds]:")
+        rows.append("   " + "".join(f" {str(m) if m > 1 else ''}L "
+                                    f"{fmt_interval(accuracy_at(runs, m * L)):17s}" for m in multiples).rstrip())
+        far = max(multiples)
+        seeds_at = "; ".join(f"{100 * a:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+                             for a, lo, hi in accuracy_at(runs, far * L)["seeds"])
+        rows.append(f"  per seed at {far}L, [95% Wilson]: {seeds_at}")
         if state:
             floats = runs[0]["result"]["state_floats"]
-            row += f" {floats['ssm'] + floats['conv']:>13,d}"
-        rows.append(row)
+            rows.append(f"  recurrent state: {floats['ssm'] + floats['conv']:,d} floats "
+                        f"({floats['ssm']:,d} selective + {floats['conv']:,d} convolution)")
     return rows
+
+
+def coverage(planned: Sequence[tuple[Hashable, str]], groups: dict[Hashable, list[Record]],
+             seeds: int) -> tuple[list[str], list[str], list[str]]:
+    """What is stored of a chapter's plan. ``planned``: (setting key, display name) per
+    planned setting; ``groups``: stored results by setting key. Returns text lines (at most
+    80 characters: name, seeds stored of ``seeds``), the names of complete settings and
+    the names of incomplete ones."""
+    lines, complete, missing = [], [], []
+    width = max([10] + [len(name) for _, name in planned])
+    for key, name in planned:
+        n = len(groups.get(key, []))
+        (complete if n >= seeds else missing).append(name)
+        lines.append(f"{name:{width}s} {n} of {seeds} seeds stored")
+    return lines, complete, missing
 
 
 def setting_summary(runs: Sequence[Record], L: int) -> dict[str, Any]:
