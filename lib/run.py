@@ -29,6 +29,8 @@ the missing ones should cost, without computing anything; ``--executor pool
 --workers N --threads T`` runs a sweep's missing configurations on N local
 processes, ``--executor slurm --partition P --gpus G --time MIN`` as a Slurm
 job array (``submitit``), ``--executor submitit-local`` on the same path locally.
+``--threads T`` also bounds the chapter's own process, which computes what
+the chapter asks for outside a sweep (without it torch takes every core).
 
 Examples::
 
@@ -324,12 +326,22 @@ def build_parser() -> argparse.ArgumentParser:
     sweeps.add_argument("--executor", default=None, choices=("inline", "pool", "slurm", "submitit-local"),
                         help="where a sweep's missing configurations run (default: inline)")
     sweeps.add_argument("--workers", type=int, default=None, help="jobs at a time (pool, submitit-local, Slurm array)")
-    sweeps.add_argument("--threads", type=int, default=None, help="torch threads per job (CPUs per Slurm task)")
+    sweeps.add_argument("--threads", type=int, default=None,
+                        help="torch threads per job (CPUs per Slurm task) and in the chapter's own process")
     sweeps.add_argument("--partition", default=None, help="Slurm partition")
     sweeps.add_argument("--gpus", type=int, default=None, help="GPUs per Slurm task")
     sweeps.add_argument("--time", type=int, default=None, metavar="MIN", help="Slurm time limit per job, minutes")
     sweeps.add_argument("--log-dir", default=None, help="job logs (default: _build/sweep-logs)")
     return parser
+
+
+def kernel_threads(threads: int | None) -> dict[str, str]:
+    """The chapter's own process computes what it asks the store for outside a sweep
+    (``load_or_run``), whatever the executor: ``--threads`` sets its thread count too.
+    Unset, torch takes every core, which on a busy machine spins at its barriers."""
+    if threads is None:
+        return {}
+    return {var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
 
 def executor_from_args(args: argparse.Namespace):
@@ -345,8 +357,8 @@ def executor_from_args(args: argparse.Namespace):
              "partition": args.partition, "gpus": args.gpus if args.gpus is not None else 0,
              "time": args.time if args.time is not None else 60,
              "log_dir": str(Path(args.log_dir).resolve()) if args.log_dir else None}
-    if kind == "inline" and (args.workers or args.threads):
-        raise ConfigError("--workers and --threads are for --executor pool, slurm or submitit-local; "
+    if kind == "inline" and args.workers:
+        raise ConfigError("--workers is for --executor pool, slurm or submitit-local; "
                           "the inline executor runs one configuration at a time in the chapter's process")
     return Executor(**given)
 
@@ -393,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         print("check: the chapter, its parameters and the options are valid; nothing was run")
         return 0
     out_dir = Path(args.out).resolve()
-    env = executor.to_env()
+    env = {**executor.to_env(), **kernel_threads(args.threads)}
     plan = None
     if args.dry_run:
         plan = Path(tempfile.mkstemp(prefix="book-plan-", suffix=".jsonl")[1])

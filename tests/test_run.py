@@ -187,3 +187,18 @@ def test_the_monitor_prints_progress_lines_and_a_heartbeat(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "exp: computing {\"i\":0}" in err and "... still exp: computing" in err
     assert not status.exists()
+
+
+@pytest.mark.parametrize("executor", [[], ["--executor", "pool"]])
+def test_threads_reach_the_chapters_own_process(tmp_path, executor):
+    # what the chapter computes itself (load_or_run) runs in its kernel: --threads
+    # must bound that process too, not only a pool's jobs
+    path = tmp_path / "threads.md"
+    path.write_text(CHAPTER.replace(
+        'import json, pathlib',
+        'import json, os, pathlib, torch\n'
+        'pathlib.Path("threads.json").write_text(json.dumps(\n'
+        '    [os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()]))'))
+    assert main([str(path), "--profile", "smoke", "--threads", "1", *executor,
+                 "--out", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "threads.json").read_text()) == ["1", 1]
