@@ -100,6 +100,18 @@ def welch_t(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) ->
                  float(difference + half))
 
 
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of m p-values (family-wise error control):
+    the k-th smallest is multiplied by m - k + 1, then the sequence is made
+    non-decreasing in that order and capped at 1. Shapes: (m,) -> (m,)."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted, running = np.empty_like(p), 0.0
+    for rank, i in enumerate(np.argsort(p, kind="stable")):
+        running = max(running, (len(p) - rank) * p[i])
+        adjusted[i] = min(1.0, running)
+    return adjusted
+
+
 def bootstrap_interval(values: Sequence[float], statistic: Callable[[np.ndarray], float] = np.mean,
                        confidence: float = 0.95, resamples: int = 10_000,
                        rng: np.random.Generator | None = None) -> tuple[float, float]:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lib.stats import bootstrap_interval, mean_interval, welch_t, wilson_interval
+from lib.stats import bootstrap_interval, holm, mean_interval, welch_t, wilson_interval
 
 
 def test_wilson_interval_at_known_values():
@@ -46,3 +46,15 @@ def test_bootstrap_interval_covers_the_mean_and_is_reproducible():
     low, high = bootstrap_interval(x, resamples=2000)
     assert low < x.mean() < high and high - low < 0.5
     assert bootstrap_interval(x, resamples=2000) == (low, high)
+
+
+def test_holm_adjustment_by_hand_and_its_properties():
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.5]), [0.04, 0.09, 0.09, 0.5])
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        p = rng.uniform(0, 1, size=rng.integers(1, 12))
+        adjusted = holm(p)
+        assert np.all(adjusted >= p) and np.all(adjusted <= 1)
+        order = np.argsort(p, kind="stable")
+        assert np.all(np.diff(adjusted[order]) >= 0)  # monotone in p
+        assert np.isclose(adjusted[order[0]], min(1.0, len(p) * p.min()))  # Bonferroni for the smallest
