@@ -71,14 +71,22 @@ def attention_grid(
     overlay: bool = False,
     row_labels: Sequence[str] | None = None,
     cmap: str = "magma",
+    vmax: float | Sequence[float] | None = None,
 ) -> Figure:
     """Rows of (picture, map 1, ..., map K) on a 2-D array of axes (B, 1 + K).
 
     ``pictures`` are B images (H, W) grey or (H, W, 3) in [0, 1]; ``maps`` (B, K, G)
     are weights over the G = grid[0] * grid[1] patches, drawn on the patch grid,
     alone or (``overlay``) over the picture. ``titles`` label the 1 + K columns.
+    ``vmax`` fixes the colour scale to [0, vmax] (one value for every map, or one
+    per map column) so that panels can be compared; ``None`` scales each panel
+    to its own range.
     """
     maps = np.asarray(maps)
+    tops = [vmax] * maps.shape[1] if vmax is None or np.ndim(vmax) == 0 else list(vmax)
+    if len(tops) != maps.shape[1]:
+        raise ValueError(f"vmax: one value or {maps.shape[1]} (one per map column), got {len(tops)}")
+    scale = [{} if top is None else {"vmin": 0.0, "vmax": float(top)} for top in tops]
     for row, picture in enumerate(pictures):
         grey = np.ndim(picture) == 2
         axes[row, 0].imshow(picture, cmap="gray" if grey else None)
@@ -87,9 +95,10 @@ def attention_grid(
             ax = axes[row, col]
             if overlay:
                 ax.imshow(picture, cmap="gray" if grey else None)
-                ax.imshow(weights.reshape(grid), cmap=cmap, alpha=0.6, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+                ax.imshow(weights.reshape(grid), cmap=cmap, alpha=0.6, extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+                          **scale[col - 1])
             else:
-                ax.imshow(weights.reshape(grid), cmap=cmap)
+                ax.imshow(weights.reshape(grid), cmap=cmap, **scale[col - 1])
         if row_labels is not None:
             axes[row, 0].set_ylabel(row_labels[row], fontsize=7)
     for col, title in enumerate(titles):
