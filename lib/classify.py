@@ -6,6 +6,14 @@ with weight decay, linear warm-up then cosine decay, label smoothing, gradient
 clipping. :func:`train_classifier` takes one JSON-able config, trains with
 :func:`lib.train.fit`, and returns a JSON-able result (learning curve, test
 accuracy, seconds per epoch, parameter count), ready for the results store.
+
+With ``val_fraction > 0`` a class-balanced share of the training set (split
+with a fixed seed, so every run holds out the same images) is held out: the
+learning curve then records accuracy on training images (unaugmented) and on
+the validation images once per epoch, the model kept is the one with the best
+validation accuracy, and the test set is evaluated once, at the end. With
+``val_fraction = 0`` (the default, the older records) the curve is measured on
+2,000 test images and the last model is kept.
 """
 
 from __future__ import annotations
@@ -48,6 +56,10 @@ class ClassifierConfig:
     seed: int = 0
     eval_sizes: list[int] = field(default_factory=list)  # extra square test canvases, e.g. [36]
     test_limit: Optional[int] = None  # evaluate on this many random test images only (smoke runs)
+    val_fraction: float = 0.0  # share of the training set held out for validation (0: none, old records)
+    decay_exempt: bool = False  # no weight decay on biases, norms, CLS token, position parameters
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # see lib.train; "auto" measures
+    compile: bool = False  # torch.compile the model for training
 
     def __post_init__(self) -> None:
         channels, height, width = SHAPES[self.dataset]
@@ -75,6 +87,7 @@ class ClassifierConfig:
                     and size % self.patch[1] == 0, "eval_sizes", self.eval_sizes,
                     f"canvas sizes >= {height} with an even margin and a whole number of patches")
         require(self.test_limit is None or self.test_limit >= 1, "test_limit", self.test_limit, "None or >= 1")
+        require(0 <= self.val_fraction < 0.5, "val_fraction", self.val_fraction, "in [0, 0.5)")
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
@@ -103,16 +116,36 @@ def augmented_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: in
     return draw
 
 
-def load_split(name: str, split: str, fraction: float = 1.0, seed: int = 0) -> TensorDataset:
-    """Normalised float images and labels of a split; ``fraction`` < 1 keeps a seeded, class-balanced subset."""
-    images, labels, _ = load_images(name, split)
+def balanced_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted indices of a seeded random ``fraction`` of every class. labels (n,) -> (about fraction * n,)."""
+    gen = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in labels.unique():
+        members = (labels == c).nonzero().squeeze(1)
+        keep.append(members[torch.randperm(len(members), generator=gen)[: int(round(fraction * len(members)))]])
+    return torch.cat(keep).sort().values
+
+
+VALIDATION_SEED = 20261129
+"""Seed of the train/validation split: fixed, so that every run holds out the same images."""
+
+
+def load_split(name: str, split: str, fraction: float = 1.0, seed: int = 0, val_fraction: float = 0.0) -> TensorDataset:
+    """Normalised float images and labels of a split; ``fraction`` < 1 keeps a seeded, class-balanced subset.
+
+    ``split`` is ``"train"`` or ``"test"`` of the dataset, or ``"val"``: with
+    ``val_fraction`` > 0, ``"val"`` is a class-balanced ``val_fraction`` of the
+    training set (fixed seed :data:`VALIDATION_SEED`) and ``"train"`` the rest.
+    """
+    images, labels, _ = load_images(name, "test" if split == "test" else "train")
+    if split != "test" and val_fraction > 0:
+        held = torch.zeros(len(labels), dtype=torch.bool)
+        held[balanced_subset(labels, val_fraction, VALIDATION_SEED)] = True
+        images, labels = images[held == (split == "val")], labels[held == (split == "val")]
+    elif split == "val":
+        raise ValueError("the 'val' split needs val_fraction > 0")
     if fraction < 1.0:
-        gen = torch.Generator().manual_seed(seed)
-        keep = []
-        for c in labels.unique():
-            members = (labels == c).nonzero().squeeze(1)
-            keep.append(members[torch.randperm(len(members), generator=gen)[: int(round(fraction * len(members)))]])
-        index = torch.cat(keep).sort().values
+        index = balanced_subset(labels, fraction, seed)
         images, labels = images[index], labels[index]
     return TensorDataset(normalise_images(images, name), labels)
 
@@ -143,26 +176,36 @@ def train_classifier(config: dict[str, Any], return_model: bool = False):
     defaults, unknown keys or out-of-domain values raise :class:`lib.config.ConfigError`.
     """
     config = normalise(ClassifierConfig, config)
-    name = config["dataset"]
-    train = load_split(name, "train", config.get("train_fraction", 1.0), config["seed"])
+    name, val_fraction = config["dataset"], config["val_fraction"]
+    train = load_split(name, "train", config["train_fraction"], config["seed"], val_fraction)
     test = load_test(config)
     images, labels = train.tensors
     steps_per_epoch = len(images) // config["batch_size"]
     steps = config["epochs"] * steps_per_epoch
     model = build_vit(config)
-    subset = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:2000]
-    eval_subset = TensorDataset(*(t[subset] for t in test.tensors))  # learning curve on 2,000 random test images
-    start = time.perf_counter()
+    if val_fraction > 0:  # curves on validation and (unaugmented) training images, once per epoch
+        val = load_split(name, "val", val_fraction=val_fraction)
+        seen = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[: len(val)]
+        train_probe = TensorDataset(images[seen], labels[seen])
+        evaluate = lambda m: {"train_accuracy": accuracy(m, train_probe), "val_accuracy": accuracy(m, val)}
+        eval_every, select = steps_per_epoch, "val_accuracy"
+    else:  # the older recipe: a curve on 2,000 random test images, twice per epoch, last model kept
+        subset = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:2000]
+        eval_subset = TensorDataset(*(t[subset] for t in test.tensors))
+        evaluate = lambda m: {"test_accuracy_subset": accuracy(m, eval_subset)}
+        eval_every, select = max(1, steps_per_epoch // 2), None
+    start, cpu_start = time.perf_counter(), time.process_time()
     record = fit(
         model, augmented_batches(images, labels, config["batch_size"], pad=2 if name == "mnist" else 4,
                                  flip=name == "cifar10"),
         steps=steps, seed=config["seed"], lr=config["lr"], weight_decay=config["weight_decay"],
         warmup_steps=config["warmup_epochs"] * steps_per_epoch, clip_grad_norm=1.0,
         loss_fn=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=config["label_smoothing"]),
-        evaluate=lambda m: {"test_accuracy_subset": accuracy(m, eval_subset)},
-        eval_every=max(1, steps_per_epoch // 2), desc=f"{name} {config['position']} seed {config['seed']}",
+        evaluate=evaluate, eval_every=eval_every, select=select, decay_exempt=config["decay_exempt"],
+        precision=config["precision"], compile=config["compile"],
+        desc=f"{name} {config['position']} seed {config['seed']}",
     )
-    train_seconds = time.perf_counter() - start
+    train_seconds, train_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
     with torch.no_grad():
         result = {
@@ -173,6 +216,11 @@ def train_classifier(config: dict[str, Any], return_model: bool = False):
             "train_seconds": train_seconds,
             "train_images": len(images),
         }
+        if val_fraction > 0:  # keys the older records do not have
+            result.update(val_accuracy=max(record["history"]["val_accuracy"]),
+                          selected_epoch=record["selected_step"] // steps_per_epoch,
+                          precision=record["precision"], train_cpu_seconds=train_cpu_seconds,
+                          threads=torch.get_num_threads())
         for size in config.get("eval_sizes", []):
             result[f"test_accuracy_{size}px"] = accuracy(model, on_canvas(test, size))
     return (result, model) if return_model else result

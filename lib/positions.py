@@ -219,6 +219,19 @@ def rotate_pairs(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
 
 
+def rotate_pairs_complex(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """:func:`rotate_pairs` as one complex product, (x_2p + i x_2p+1) e^(i angle_p): the fast path.
+
+    The reference :func:`rotate_pairs` works on strided even and odd channels,
+    which costs four times as long on a CPU; a test checks that the two agree.
+    Computed in fp32 (complex bf16 does not exist) and returned in x's dtype.
+    x (..., L, Dh), angles broadcastable to (..., L, Dh/2) -> (..., L, Dh).
+    """
+    z = torch.view_as_complex(x.float().contiguous().unflatten(-1, (-1, 2)))  # (..., L, Dh/2)
+    turn = torch.polar(torch.ones_like(angles), angles)
+    return torch.view_as_real(z * turn).flatten(-2).to(x.dtype)
+
+
 class _RoPE(nn.Module):
     """Shared forward of the two RoPE variants: rotate the patch tokens of q and k, never in place."""
 
@@ -229,11 +242,13 @@ class _RoPE(nn.Module):
         raise NotImplementedError
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> QKBias:
-        """q, k (B, Hh, N, Dh) -> rotated q, k (B, Hh, N, Dh), no bias; the first num_prefix tokens untouched."""
-        p = self.num_prefix
+        """q, k (B, Hh, N, Dh) -> rotated q, k (B, Hh, N, Dh), no bias; the first num_prefix tokens untouched.
+
+        The prefix gets angle 0, a rotation by exactly 1 + 0i, so it comes out unchanged bit for bit.
+        """
         angles = rope_angles(grid_coordinates(grid, q.device), self.frequencies())  # (L, Dh/2) or (Hh, L, Dh/2)
-        q = torch.cat([q[..., :p, :], rotate_pairs(q[..., p:, :], angles)], dim=-2)
-        k = torch.cat([k[..., :p, :], rotate_pairs(k[..., p:, :], angles)], dim=-2)
+        angles = F.pad(angles, (0, 0, self.num_prefix, 0))  # (..., N, Dh/2): prefix rows are 0
+        q, k = rotate_pairs_complex(torch.stack([q, k]), angles)  # one product for both: (2, B, Hh, N, Dh)
         return q, k, None
 
 

@@ -23,10 +23,11 @@ inside :func:`lib.seeding.seeded`, which leaves the caller's generator alone);
 ``seed=None`` draws from torch's global generator like any ``nn.Module``.
 
 ``patch`` is (height, width): (4, 4) squares or (1, 28) row stripes on MNIST.
-On CUDA attention runs through ``F.scaled_dot_product_attention`` (the bias as
-a float mask); on CPU, where the fused kernel is slower at these sizes, and
-whenever ``forward(x, return_attention=True)`` asks for every layer's weights
-(B, Hh, N, N), it takes the explicit path. A test checks the two agree. Shapes: B batch, C channels,
+Attention runs through the fused ``F.scaled_dot_product_attention`` (the bias
+as a float mask), except on a CPU for the bias schemes, where the explicit
+softmax(q k^T / sqrt(Dh) + bias) v is faster at these sizes
+(``scripts/benchmark_vit.py``), and whenever ``forward(x, return_attention=True)``
+asks for every layer's weights (B, Hh, N, N). A test checks the two agree. Shapes: B batch, C channels,
 N tokens, D width, Hh heads.
 """
 
@@ -69,11 +70,12 @@ class Attention(nn.Module):
         """x (B, N, D) -> (B, N, D), and the weights (B, Hh, N, N) when asked."""
         q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         q, k, bias = self.position(q, k, grid)  # bias (Hh, N, N) or None, broadcast over the batch
-        if return_attention or not (q.is_cuda or self.force_fused):  # explicit: softmax(q k^T / sqrt(Dh) + bias) v
-            logits = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+        explicit = return_attention or (bias is not None and not (q.is_cuda or self.force_fused))
+        if explicit:  # softmax(q k^T / sqrt(Dh) + bias) v; on CPU faster than the fused kernel with a bias
+            logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # scaling q is cheaper than the logits
             weights = (logits if bias is None else logits + bias).softmax(dim=-1)
             out = weights @ v
-        else:  # fused kernel; on CPU at these sizes the explicit path trains faster (scripts/benchmark_vit.py)
+        else:  # fused kernel (flash attention on CPU too): faster without a bias (scripts/benchmark_vit.py)
             out, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=bias), None
         return self.to_out(rearrange(out, "b h n d -> b n (h d)")), weights if return_attention else None
 
@@ -170,6 +172,17 @@ class ViT(nn.Module):
         x = self.norm(x)
         logits = self.head(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
         return (logits, attention) if return_attention else logits
+
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters AdamW should not decay (:func:`lib.train.parameter_groups`): the CLS
+        token and every parameter of a position scheme (APE table, RPE tables and polynomials, RoPE
+        frequencies), as in the reference code of Heo et al. (2024)."""
+        names = {"cls_token"} if self.cls_token is not None else set()
+        for prefix, module in self.named_modules():
+            if isinstance(module, tuple(POSITION_SCHEMES.values())):
+                names |= {f"{prefix}.{name}" for name, _ in module.named_parameters()}
+        return names
 
 
 def attention_rollout(attention: list[torch.Tensor]) -> torch.Tensor:
