@@ -24,6 +24,7 @@ from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from .config import normalise, require, takes
@@ -169,11 +170,14 @@ def build_vit(config: dict[str, Any]) -> ViT:
 
 
 @takes(ClassifierConfig)
-def train_classifier(config: dict[str, Any], return_model: bool = False):
+def train_classifier(config: dict[str, Any], return_model: bool = False, model: nn.Module | None = None):
     """Train the configured ViT; returns the JSON-able result (and the model when asked).
 
     ``config`` is normalised by :class:`ClassifierConfig`: missing keys take their
     defaults, unknown keys or out-of-domain values raise :class:`lib.config.ConfigError`.
+    ``model``, when given, is trained in place of :func:`build_vit`'s model with
+    the same recipe (a chapter's own ViT, say); the config's architecture keys
+    should then describe it, since the results store files the run under them.
     """
     config = normalise(ClassifierConfig, config)
     name, val_fraction = config["dataset"], config["val_fraction"]
@@ -182,7 +186,7 @@ def train_classifier(config: dict[str, Any], return_model: bool = False):
     images, labels = train.tensors
     steps_per_epoch = len(images) // config["batch_size"]
     steps = config["epochs"] * steps_per_epoch
-    model = build_vit(config)
+    model = build_vit(config) if model is None else model
     if val_fraction > 0:  # curves on validation and (unaugmented) training images, once per epoch
         val = load_split(name, "val", val_fraction=val_fraction)
         seen = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[: len(val)]
