@@ -5,6 +5,7 @@ One idea per module. The book's machinery:
 - :mod:`lib.profiles`   -- the ``smoke`` / ``cpu`` / ``gpu`` scales and how a chapter picks one
 - :mod:`lib.config`     -- experiment configurations as dataclasses, normalised before hashing
 - :mod:`lib.store`      -- the results store (one JSON record per normalised configuration)
+- :mod:`lib.sweep`      -- a sweep's missing configurations on an executor (inline, local pool, Slurm)
 - :mod:`lib.provenance` -- code version, software, hardware and timing of every record
 - :mod:`lib.seeding`    -- ``seeded``: reproducible randomness that leaves the caller's RNG alone
 - :mod:`lib.data`       -- MNIST and CIFAR-10 from torchvision or an offline mirror

@@ -11,13 +11,20 @@ Two ways to get the images, chosen explicitly:
    order (MNIST ``0``..``9``; CIFAR-10 ``airplane``..``truck``).
 
 Either way the decoded tensors are cached in ``$BOOK_DATA_CACHE/tensors``
-(default ``~/.cache/attention-book``), so a second load takes seconds.
+(default ``~/.cache/attention-book``), so a second load takes seconds. A
+mirror's cache entry is keyed by what it caches: the listing of the split's
+files with their sizes and modification times, so replacing, adding or removing
+an image decodes the split afresh. Cache files are written under a unique
+temporary name and renamed into place, so two first loads at once never
+collide and a killed load leaves no partial file; an unreadable cache file is
+decoded again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -65,22 +72,58 @@ def _how_to_get(name: str) -> str:
     )
 
 
-def _from_mirror(mirror: Path, name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from PIL import Image
-
+def _mirror_files(mirror: Path, name: str, split: str) -> "MirrorListing":
+    """Every (image file, label) of a mirror's split, checked: DatasetNotFound naming the folder at fault."""
     root = mirror / name / split
     if not root.is_dir():
-        raise DatasetNotFound(f"{MIRROR_ENV}={mirror} has no folder {name}/{split}.\n" + _how_to_get(name))
-    classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir()))
-    if classes != CLASSES[name]:
-        raise DatasetNotFound(f"{root} has class folders {classes}; expected {CLASSES[name]}.\n" + _how_to_get(name))
+        raise DatasetNotFound(f"{MIRROR_ENV}={mirror} has no folder {name}/{split} (expected {root}).\n"
+                              + _how_to_get(name))
+    present = {p.name for p in root.iterdir() if p.is_dir()}
+    missing = [c for c in CLASSES[name] if c not in present]
+    extra = sorted(present - set(CLASSES[name]))
+    if missing or extra:
+        raise DatasetNotFound(f"{root} has class folders {sorted(present)}; expected exactly {list(CLASSES[name])}"
+                              + (f"; missing: {', '.join(str(root / c) for c in missing)}" if missing else "")
+                              + (f"; unexpected: {extra}" if extra else "") + ".\n" + _how_to_get(name))
+    files, digest = [], hashlib.sha256()
+    for label, c in enumerate(CLASSES[name]):
+        with os.scandir(root / c) as entries:  # one stat per file: the listing is also the cache key
+            images = sorted((e.name, e.stat()) for e in entries if e.is_file() and not e.name.startswith("."))
+        if not images:
+            raise DatasetNotFound(f"the class folder {root / c} is empty: every class of {name}/{split} needs its "
+                                  f"images (an interrupted unpacking? unpack the archive again).\n" + _how_to_get(name))
+        for file_name, info in images:
+            digest.update(f"{c}/{file_name}\t{label}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
+        folder = os.path.join(root, c)
+        files += [(os.path.join(folder, file_name), label) for file_name, _ in images]
+    return MirrorListing(files, digest.hexdigest()[:16])
+
+
+class MirrorListing(NamedTuple):
+    """A mirror split's (image file, label) pairs and their fingerprint: SHA-256 (16 hex digits) of
+    every file's class folder, name, label, size and modification time."""
+
+    files: list[tuple[str, int]]
+    fingerprint: str
+
+
+def _from_mirror(mirror: Path, name: str, split: str,
+                 files: list[tuple[str, int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    from PIL import Image, UnidentifiedImageError
+
+    files = files if files is not None else _mirror_files(mirror, name, split).files
     channels, height, width = SHAPES[name]
     mode = "L" if channels == 1 else "RGB"
-    files = [(f, label) for label, c in enumerate(classes) for f in sorted((root / c).iterdir())]
     images = np.empty((len(files), height, width, channels), dtype=np.uint8)
     for i, (f, _) in enumerate(files):
-        with Image.open(f) as img:
-            images[i] = np.asarray(img.convert(mode)).reshape(height, width, channels)
+        try:
+            with Image.open(f) as img:
+                if img.size != (width, height):
+                    raise DatasetNotFound(f"{f} is {img.size[0]}x{img.size[1]} pixels; {name} images are "
+                                          f"{width}x{height}. Replace it, or unpack the archive again.")
+                images[i] = np.asarray(img.convert(mode)).reshape(height, width, channels)
+        except (UnidentifiedImageError, OSError) as err:
+            raise DatasetNotFound(f"{f} is not a readable image ({err}); remove it or unpack the archive again") from err
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
 
@@ -111,12 +154,38 @@ def pictures(images: torch.Tensor, name: str) -> np.ndarray:
     return out[..., 0] if out.shape[-1] == 1 else out
 
 
+def _save_atomically(value: object, path: Path) -> None:
+    """``torch.save`` to a unique temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(value, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_cached(path: Path, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The cached (images, labels), or None when the file is missing or unusable (then it is rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        images, labels = torch.load(path)
+    except Exception:  # noqa: BLE001 - truncated or foreign file: decode again
+        return None
+    if images.dtype != torch.uint8 or images.shape[1:] != SHAPES[name] or labels.shape != images.shape[:1]:
+        return None
+    return images, labels
+
+
 def load_images(name: str, split: str, mirror: str | Path | None = None) -> Images:
     """A whole split of MNIST or CIFAR-10, decoded once and cached.
 
     ``mirror`` (or ``$BOOK_DATA_MIRROR``) selects the offline mirror; without it
     torchvision downloads the data. Raises :class:`DatasetNotFound` with the two
-    ways to get the data when neither works.
+    ways to get the data when neither works, naming the folder or file at fault.
 
     Returns images (B, C, H, W) uint8 and labels (B,) int64.
     """
@@ -124,19 +193,21 @@ def load_images(name: str, split: str, mirror: str | Path | None = None) -> Imag
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(CLASSES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if mirror is not None and not isinstance(mirror, (str, Path)):
+        raise TypeError(f"mirror={mirror!r} is not allowed: mirror must be a folder path or None")
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
-    source = f"mirror {Path(mirror).resolve()}" if mirror else "torchvision"
-    tag = hashlib.sha256(source.encode()).hexdigest()[:8]
-    cached = cache_dir() / "tensors" / f"{name}-{split}-{tag}.pt"
-    if cached.exists():
-        images, labels = torch.load(cached)
+    files = None
+    if mirror:
+        mirror = Path(mirror).expanduser().resolve()
+        source = f"mirror {mirror}"
+        files, key = _mirror_files(mirror, name, split)
     else:
-        if mirror:
-            images, labels = _from_mirror(Path(mirror), name, split)
-        else:
-            images, labels = _from_torchvision(name, split)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
-        torch.save((images, labels), tmp)
-        os.replace(tmp, cached)
+        source = "torchvision"
+        key = hashlib.sha256(source.encode()).hexdigest()[:8]  # torchvision checks its own downloads
+    cached = cache_dir() / "tensors" / f"{name}-{split}-{key}.pt"
+    loaded = _load_cached(cached, name)
+    if loaded is None:
+        loaded = _from_mirror(mirror, name, split, files) if mirror else _from_torchvision(name, split)
+        _save_atomically(loaded, cached)
+    images, labels = loaded
     return Images(images, labels, source)

@@ -93,3 +93,53 @@ def describe(record: dict[str, Any]) -> dict[str, Any]:
     fields = {field: given.get(field) for field in FIELDS}
     fields["missing"] = [field for field, value in fields.items() if value is None]
     return fields
+
+
+def compute_statement(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the records cost and where they ran, for a chapter's compute statement.
+
+    Returns ``runs``; ``wall_hours`` (sum of every record's wall-clock seconds, from
+    ``provenance`` or the older top-level ``seconds``); ``cpu_hours`` and ``cpu_runs`` (the
+    sum over the records that measured CPU time, and how many did); ``devices``,
+    ``threads``, ``torch_versions``, ``commits`` (each value -> number of runs);
+    ``dirty_runs`` (runs computed from a tree with uncommitted changes); ``first`` and
+    ``last`` start times (or, for old records, the times they were written); ``lacking`` (field -> number of records without it, old records);
+    and ``text``, one sentence for the chapter, e.g. "36 runs, 5.2 hours of wall-clock time
+    (5.0 CPU-hours) on Intel Xeon ... with 1 thread; 4 older records lack ...".
+    """
+    from collections import Counter
+
+    described = [describe(r) for r in records]
+    wall = sum(d["wall_seconds"] or 0.0 for d in described)
+    timed = [d["cpu_seconds"] for d in described if d["cpu_seconds"] is not None]
+    count = lambda field: dict(Counter(d[field] for d in described if d[field] is not None))  # noqa: E731
+    lacking = dict(Counter(f for d in described for f in d["missing"]))
+    starts = sorted(filter(None, (d["started"] or r.get("created") for d, r in zip(described, records))))
+    out: dict[str, Any] = {
+        "runs": len(records), "wall_hours": wall / 3600, "cpu_hours": sum(timed) / 3600, "cpu_runs": len(timed),
+        "devices": count("device"), "threads": count("threads"), "torch_versions": count("torch_version"),
+        "commits": count("git_commit"), "dirty_runs": sum(1 for d in described if d["git_dirty"]),
+        "first": starts[0] if starts else None, "last": starts[-1] if starts else None, "lacking": lacking,
+    }
+    parts = [f"{len(records)} run{'s' if len(records) != 1 else ''}, {_hours(wall)} of wall-clock time"]
+    if timed:
+        cpu = f"{_hours(sum(timed), 'CPU-')}" + ("" if len(timed) == len(records) else f" over the {len(timed)} "
+                                                     "runs that measured it")
+        parts[0] += f" ({cpu})"
+    if out["devices"]:
+        devices = " and ".join(f"{name}" + (f" ({n} runs)" if len(out["devices"]) > 1 else "")
+                               for name, n in out["devices"].items())
+        threads = ", ".join(str(t) for t in sorted(out["threads"]))
+        parts[0] += f" on {devices} with {threads} thread{'' if set(out['threads']) == {1} else 's'}"
+    old = sum(1 for d in described if "device" in d["missing"])
+    if old:
+        parts.append(f"{old} older record{'s' if old != 1 else ''} lack provenance (device, threads and CPU time "
+                     "unknown; their wall-clock seconds are counted)")
+    out["text"] = "; ".join(parts) + "."
+    return out
+
+
+def _hours(seconds: float, prefix: str = "") -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} {prefix}minutes" if prefix else f"{seconds / 60:.1f} minutes"
+    return f"{seconds / 3600:.1f} {prefix}hours"

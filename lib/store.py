@@ -31,6 +31,18 @@ With ``BOOK_READ_ONLY=1`` (the book build sets it) the store never computes:
 a missing record raises :class:`MissingResult` in :meth:`ResultsStore.record`,
 and :meth:`ResultsStore.sweep` returns the records it has, so a page whose
 sweep is unfinished renders what is finished instead of training for hours.
+With ``BOOK_PLAN=<file>`` (``python -m lib.run --dry-run``) the store is
+read-only too and appends one JSON line per configuration it is asked for
+(experiment, configuration, whether its record exists) to that file.
+
+A sweep's missing configurations run where ``$BOOK_EXECUTOR`` says (see
+:mod:`lib.sweep`): in this process (``inline``, the default), on a local pool
+of worker processes, or as Slurm jobs through ``submitit``; each job computes
+one configuration under its claim and writes its record here.
+
+A record is trusted only if it is valid JSON, has ``config`` and ``result``,
+sits under the name its configuration hashes to and holds only finite numbers;
+anything else raises :class:`StoreError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -46,14 +58,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import config_class_of, normalise
 from .profiles import check_profile
 from .provenance import Clock, provenance
 
+if TYPE_CHECKING:
+    from .sweep import Executor
+
 ENV_VAR = "BOOK_RESULTS"
 READ_ONLY_ENV = "BOOK_READ_ONLY"
+PLAN_ENV = "BOOK_PLAN"
 BOOK_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = BOOK_ROOT / "results"
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -81,6 +97,8 @@ def config_hash(config: dict[str, Any]) -> str:
 def normalised(config: dict[str, Any], fn: Callable[..., Any] | None) -> dict[str, Any]:
     """``config`` in the canonical form the store hashes: through the function's configuration
     class when it declares one (:func:`lib.config.takes`), else as canonical JSON."""
+    if not isinstance(config, dict):
+        raise TypeError(f"config={config!r:.80} is not allowed: a configuration must be a dict")
     config_class = config_class_of(fn) if fn is not None else None
     if config_class is not None:
         return normalise(config_class, config)
@@ -127,9 +145,26 @@ def _how_to_produce(name: str, profile: str) -> str:
 
 
 def default_root() -> Path:
-    """``$BOOK_RESULTS`` (relative paths taken from the current directory) or this checkout's results/."""
+    """``$BOOK_RESULTS`` or this checkout's ``results/``.
+
+    A relative ``$BOOK_RESULTS`` is taken from the directory the user typed the command in
+    (``$PWD``, which the shell sets and which survives the chapter kernel's change of
+    directory), else from the current directory.
+    """
     given = os.environ.get(ENV_VAR)
-    return Path(given).resolve() if given else DEFAULT_ROOT
+    if not given:
+        return DEFAULT_ROOT
+    path = Path(given).expanduser()
+    if not path.is_absolute():
+        typed_in = os.environ.get("PWD")
+        base = Path(typed_in) if typed_in and Path(typed_in).is_dir() else Path.cwd()
+        path = base / path
+    return path.resolve()
+
+
+def _check_function(fn: Any) -> None:
+    if not callable(fn):
+        raise TypeError(f"fn={fn!r:.80} is not allowed: the experiment must be a function config -> result")
 
 
 class ResultsStore:
@@ -141,8 +176,17 @@ class ResultsStore:
 
     def __init__(self, profile: str, root: str | Path | None = None, read_only: bool | None = None):
         self.profile = check_profile(profile)
-        self.root = (Path(root).resolve() if root is not None else default_root()) / profile
-        self.read_only = os.environ.get(READ_ONLY_ENV) == "1" if read_only is None else read_only
+        if root is not None and not isinstance(root, (str, Path)):
+            raise TypeError(f"root={root!r} is not allowed: root must be a path (str or Path) or None "
+                            f"for ${ENV_VAR} or results/")
+        self.root = (Path(root).expanduser().resolve() if root is not None else default_root()) / profile
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"the store {self.root} is a file, not a directory; set ${ENV_VAR} to a directory")
+        plan = os.environ.get(PLAN_ENV)
+        self.plan = Path(plan) if plan else None
+        if read_only is None:
+            read_only = os.environ.get(READ_ONLY_ENV) == "1"
+        self.read_only = read_only or self.plan is not None
 
     @classmethod
     def committed(cls, profile: str = "cpu") -> "ResultsStore":
@@ -157,17 +201,37 @@ class ResultsStore:
         return self.root / name / f"{name}-{config_hash(normalised(config, fn))}.json"
 
     def _read(self, path: Path) -> dict[str, Any]:
+        """The record at ``path``, checked; :class:`StoreError` naming the file and the fix if unusable."""
         name = path.parent.name
+        fix = f"delete it to recompute it: rm {path} && {_how_to_produce(name, self.profile)}"
         try:
             record = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise StoreError(f"record {path} is not valid JSON ({err}); delete it to recompute it: "
-                             f"rm {path} && {_how_to_produce(name, self.profile)}") from err
+            raise StoreError(f"record {path} is not valid JSON ({err}); {fix}") from err
+        except OSError as err:
+            raise StoreError(f"record {path} cannot be read ({err}); check its permissions, or {fix}") from err
         missing = [k for k in ("config", "result") if not isinstance(record, dict) or k not in record]
         if missing:
-            raise StoreError(f"record {path} lacks {missing}; delete it to recompute it: "
-                             f"rm {path} && {_how_to_produce(name, self.profile)}")
+            raise StoreError(f"record {path} lacks {missing}; {fix}")
+        if not isinstance(record["config"], dict):
+            raise StoreError(f"record {path} has a config that is not a dict; {fix}")
+        expected = f"{name}-{config_hash(record['config'])}.json"
+        if path.name != expected:
+            raise StoreError(f"record {path} holds a configuration that hashes to {expected}, not to its own "
+                             f"name (edited by hand, or written by another version of lib); {fix}")
+        bad = non_finite(record["result"])
+        if bad is not None:
+            raise StoreError(f"record {path} holds a non-finite number at {bad}; {fix}")
         return record
+
+    def _plan(self, name: str, config: dict[str, Any], present: bool) -> None:
+        """In a dry run, note that the chapter asked for ``(name, config)``."""
+        if self.plan is None:
+            return
+        line = json.dumps({"name": name, "profile": self.profile, "root": str(self.root), "config": config,
+                           "hash": config_hash(config), "present": present}, default=_to_json)
+        with open(self.plan, "a") as f:
+            f.write(line + "\n")
 
     def get(self, name: str, config: dict[str, Any], fn: Callable[..., Any] | None = None) -> dict[str, Any] | None:
         """The stored record (``config``, ``result``, ``seconds``, ...) or ``None``."""
@@ -247,8 +311,10 @@ class ResultsStore:
 
     def record(self, name: str, config: dict[str, Any], fn: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
         """The stored record of ``(name, config)``; computes ``fn(config)`` and stores it if missing."""
+        _check_function(fn)
         config = normalised(config, fn)
         path = self.path(name, config)
+        self._plan(name, config, path.exists())
         if path.exists():
             return self._read(path)
         if self.read_only:
@@ -263,30 +329,57 @@ class ResultsStore:
         return self.record(name, config, fn)["result"]
 
     def sweep(
-        self, name: str, configs: Iterable[dict[str, Any]], fn: Callable[[dict[str, Any]], Any]
+        self, name: str, configs: Iterable[dict[str, Any]], fn: Callable[[dict[str, Any]], Any],
+        executor: "Executor | None" = None,
     ) -> list[dict[str, Any]]:
         """:meth:`record` over many configs; returns the records in the order of ``configs``.
 
-        Every configuration is validated before the first runs. Each finished
-        configuration is stored before the next starts, so a killed sweep loses
-        only what it was computing; configurations another process is computing
-        are skipped and waited for at the end. A read-only store returns only
-        the records it holds.
+        Every configuration is validated before the first runs. The missing ones
+        run on ``executor`` (default: :meth:`lib.sweep.Executor.from_env`, in this
+        process unless ``$BOOK_EXECUTOR`` says otherwise), one record each, with
+        one progress bar over the configurations. Each finished configuration is
+        stored before the next starts, so a killed sweep loses only what it was
+        computing; configurations another process is computing are skipped and
+        waited for at the end. A read-only store returns only the records it holds.
         """
+        from .sweep import Executor, Progress, run_on_executor
+
+        _check_function(fn)
+        if isinstance(configs, (dict, str)) or not isinstance(configs, Iterable):
+            raise TypeError(f"configs={configs!r:.80} is not allowed: sweep takes a list of configuration dicts")
         configs = [normalised(c, fn) for c in configs]
         self.path(name, {})  # checks the name
+        executor = Executor.from_env() if executor is None else executor
+        present = [self.path(name, c).exists() for c in configs]
+        for config, there in zip(configs, present):
+            self._plan(name, config, there)
         if self.read_only:
             return [r for r in (self.get(name, config) for config in configs) if r is not None]
-        records: dict[int, dict[str, Any]] = {}
-        deferred = []
-        for index, config in enumerate(configs):
-            record = self.get(name, config) or self._compute(name, config, fn, wait=False)
-            if record is None:
-                deferred.append(index)
-            else:
-                records[index] = record
-        for index in deferred:
-            records[index] = self.record(name, configs[index], fn)
+        records: dict[int, dict[str, Any]] = {i: self._read(self.path(name, c))
+                                              for i, (c, there) in enumerate(zip(configs, present)) if there}
+        todo = [i for i in range(len(configs)) if i not in records]
+        if todo:
+            progress = Progress(name, total=len(configs), done=len(records),
+                                finished=[r for r in records.values()])
+            try:
+                if executor.kind == "inline":
+                    deferred = []
+                    for index in todo:
+                        progress.start(configs[index])
+                        record = self.get(name, configs[index]) or self._compute(name, configs[index], fn, wait=False)
+                        if record is None:
+                            deferred.append(index)
+                            progress.skip(configs[index], "claimed by another process; waited for at the end")
+                        else:
+                            records[index] = record
+                            progress.finish(configs[index], record)
+                    for index in deferred:
+                        records[index] = self.record(name, configs[index], fn)
+                        progress.finish(configs[index], records[index])
+                else:
+                    records.update(run_on_executor(self, name, fn, {i: configs[i] for i in todo}, executor, progress))
+            finally:
+                progress.close()
         return [records[i] for i in range(len(configs))]
 
     def records(self, name: str) -> list[dict[str, Any]]:

@@ -134,6 +134,30 @@ def lr_factor(step: int, steps: int, warmup_steps: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _check_fit_arguments(model: Any, data: Any, **given: Any) -> None:
+    """ConfigError (a ValueError) naming the first argument of :func:`fit` outside its domain."""
+    from .config import integral, real, require, require_int
+
+    require(isinstance(model, nn.Module), "model", type(model).__name__, "a torch.nn.Module")
+    require(isinstance(data, Dataset) or callable(data), "data", type(data).__name__,
+            "a Dataset of (x, y) pairs or a function generator -> (x, y)")
+    require_int("steps", given["steps"], 1)
+    require_int("seed", given["seed"], 0)
+    require_int("batch_size", given["batch_size"], 1)
+    require_int("eval_every", given["eval_every"], 1)
+    require(integral(given["warmup_steps"]) and 0 <= given["warmup_steps"] <= given["steps"], "warmup_steps",
+            given["warmup_steps"], f"an integer between 0 and steps={given['steps']}")
+    require(real(given["lr"]) and given["lr"] > 0, "lr", given["lr"], "a positive number")
+    require(real(given["weight_decay"]) and given["weight_decay"] >= 0, "weight_decay", given["weight_decay"],
+            "a number >= 0")
+    require(given["schedule"] in ("cosine", "constant"), "schedule", given["schedule"], "'cosine' or 'constant'")
+    clip = given["clip_grad_norm"]
+    require(clip is None or (real(clip) and clip > 0), "clip_grad_norm", clip, "None or a positive number")
+    if isinstance(data, Dataset) and not callable(data):
+        require(len(data) >= given["batch_size"], "batch_size", given["batch_size"],
+                f"at most the dataset's size {len(data)} (batches drop the last incomplete one)")
+
+
 def fit(
     model: nn.Module,
     data: Union[Dataset, BatchFn],
@@ -176,10 +200,9 @@ def fit(
     "selected_step": int | None, "precision": "fp32" | "bf16", "seconds": float,
     "steps_per_second": float, "device": str}``.
     """
-    if schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    _check_fit_arguments(model, data, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule,
+                         clip_grad_norm=clip_grad_norm, eval_every=eval_every)
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
     precision = resolve_precision(precision, device)
@@ -195,6 +218,10 @@ def fit(
     def run_eval(step: int, losses: list[float]) -> None:
         history["step"].append(step)
         history["train_loss"].append(sum(losses) / len(losses))
+        if not math.isfinite(history["train_loss"][-1]):
+            raise FloatingPointError(f"{desc}: the training loss is {history['train_loss'][-1]} at step {step}; "
+                                     f"training stopped and nothing was stored. Lower the learning rate "
+                                     f"(lr={lr}) or set clip_grad_norm (now {clip_grad_norm}).")
         if evaluate is not None:
             model.eval()
             with torch.no_grad():
@@ -203,7 +230,7 @@ def fit(
             for k, v in metrics.items():
                 history.setdefault(k, []).append(float(v))
                 final[k] = float(v)
-            if select is not None and final[select] >= best["value"]:
+            if select is not None and select in metrics and final[select] >= best["value"]:
                 best.update(value=final[select], step=step,
                             state={k: v.detach().clone() for k, v in model.state_dict().items()})
         final["train_loss"] = history["train_loss"][-1]

@@ -64,13 +64,14 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, 3 * dim)
         self.to_out = nn.Linear(dim, dim)
         self.position = position
-        self.force_fused = False  # use the fused kernel even on CPU (tests)
+        self.fused: bool | None = None  # None: the rule in forward; True / False force a path (tests, benchmark)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int], return_attention: bool = False):
         """x (B, N, D) -> (B, N, D), and the weights (B, Hh, N, N) when asked."""
         q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         q, k, bias = self.position(q, k, grid)  # bias (Hh, N, N) or None, broadcast over the batch
-        explicit = return_attention or (bias is not None and not (q.is_cuda or self.force_fused))
+        rule = bias is not None and not q.is_cuda  # explicit with a bias on a CPU
+        explicit = return_attention or (not self.fused if self.fused is not None else rule)
         if explicit:  # softmax(q k^T / sqrt(Dh) + bias) v; on CPU faster than the fused kernel with a bias
             logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # scaling q is cheaper than the logits
             weights = (logits if bias is None else logits + bias).softmax(dim=-1)
@@ -129,6 +130,9 @@ class ViT(nn.Module):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
         if min(patch) < 1 or image[0] % patch[0] or image[1] % patch[1]:
             raise ValueError(f"image {image} is not a whole number of {patch} patches")
+        for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("mlp_dim", mlp_dim)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
         if dim % heads:
             raise ValueError(f"dim={dim} is not divisible by heads={heads}")
         self.patch, self.pool, self.position = tuple(patch), pool, position

@@ -22,7 +22,14 @@ vit-positions-canvas 4, vit-attention 3) and removed 2 recall duplicates (the
 Mamba learning-rate sweep had recomputed, under a shorter spelling, two
 Problem 1/2 runs; histories and accuracies identical, only timings differ).
 Running it again is a no-op (every record already sits at its normalised
-key). Usage::
+key) until a configuration class gains a field.
+
+Second run (2026-11-29, issue 17): ``ClassifierConfig`` gained ``val_fraction``,
+``decay_exempt``, ``precision`` and ``compile``, whose defaults (0, False,
+"fp32", False) are exactly what the older code did (no validation split, every
+parameter decayed, fp32, eager). It re-keyed 43 records (vit-positions 36,
+vit-positions-canvas 4, vit-attention 3), none retrained; ``rekeyed_from``
+keeps the name each record had first. Usage::
 
     python scripts/rekey_records.py [--root results/cpu] [--dry-run]
 """

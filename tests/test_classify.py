@@ -71,3 +71,46 @@ def test_train_classifier_trains_a_caller_supplied_model_with_the_recipe(monkeyp
     assert result["parameters"] == 28 * 28 * 10 + 10 and "val_accuracy" in result
     _, default = train_classifier(config, return_model=True)  # without it, the configured ViT
     assert type(default).__name__ == "ViT"
+
+
+def test_new_fields_default_to_the_old_recipe():
+    defaults = normalise(ClassifierConfig, {})
+    assert defaults["val_fraction"] == 0.0 and defaults["decay_exempt"] is False
+    assert defaults["precision"] == "fp32" and defaults["compile"] is False
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch):
+    """A fake MNIST mirror of 20 images per class and split (see tests/test_data.py)."""
+    import lib.data as data
+    from tests.test_data import make_mirror
+
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(data.MIRROR_ENV, str(make_mirror(tmp_path / "mirror", per_class=20)))
+
+
+def test_validation_split_is_balanced_disjoint_and_the_same_for_every_seed(tiny_mnist):
+    from lib.classify import load_split
+
+    train = load_split("mnist", "train", val_fraction=0.2)
+    val = load_split("mnist", "val", val_fraction=0.2)
+    assert len(train) == 160 and len(val) == 40
+    assert torch.bincount(val.tensors[1]).tolist() == [4] * 10
+    rows = lambda images: sorted(tuple(x.flatten().tolist()) for x in images)
+    everything = load_split("mnist", "train").tensors[0]
+    assert rows(torch.cat([train.tensors[0], val.tensors[0]])) == rows(everything)  # a partition of the set
+    again = load_split("mnist", "val", fraction=1.0, seed=7, val_fraction=0.2)
+    assert torch.equal(again.tensors[0], val.tensors[0])
+    with pytest.raises(ValueError, match="val_fraction"):
+        load_split("mnist", "val")
+
+
+def test_training_with_a_validation_split_selects_on_it(tiny_mnist):
+    config = dict(dataset="mnist", val_fraction=0.2, epochs=3, batch_size=16, dim=16, depth=1, heads=2, mlp_dim=16,
+                  decay_exempt=True, precision="auto")
+    result = train_classifier(config)
+    history = result["history"]
+    assert set(history) == {"step", "train_loss", "train_accuracy", "val_accuracy"} and len(history["step"]) == 3
+    assert result["val_accuracy"] == max(history["val_accuracy"])
+    assert history["val_accuracy"][result["selected_epoch"] - 1] == result["val_accuracy"]
+    assert result["precision"] in ("fp32", "bf16") and result["train_images"] == 160

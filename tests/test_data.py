@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -82,3 +87,44 @@ def test_bad_names():
         load_images("imagenet", "train")
     with pytest.raises(ValueError, match="valid: train, test"):
         load_images("mnist", "val")
+
+
+def test_cache_follows_the_mirror_files_not_its_path(tmp_path):
+    mirror = make_mirror(tmp_path / "mirror")
+    first = load_images("mnist", "test", mirror=mirror)
+    image = mirror / "mnist" / "test" / "4" / "0.png"
+    Image.fromarray(np.full((28, 28), 255, dtype=np.uint8)).save(image)  # the mirror's file is replaced
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    second = load_images("mnist", "test", mirror=mirror)
+    index = first.labels.tolist().index(4)
+    assert int(first.images[index, :, 1:, 1:].max()) == 80 and int(second.images[index].min()) == 255, "decoded afresh"
+    (mirror / "mnist" / "test" / "4" / "2.png").write_bytes(image.read_bytes())  # an image is added
+    assert len(load_images("mnist", "test", mirror=mirror).labels) == 21
+    assert len(list((data.cache_dir() / "tensors").glob("mnist-test-*.pt"))) == 3
+
+
+def test_an_unreadable_cache_file_is_decoded_again(tmp_path):
+    mirror = make_mirror(tmp_path / "mirror")
+    first = load_images("mnist", "test", mirror=mirror)
+    (cached,) = (data.cache_dir() / "tensors").glob("mnist-test-*.pt")
+    cached.write_bytes(cached.read_bytes()[:100])  # truncated, e.g. by a full disk
+    again = load_images("mnist", "test", mirror=mirror)
+    assert torch.equal(first.images, again.images)
+
+
+FIRST_LOAD = """
+import sys
+from lib.data import load_images
+images = load_images("mnist", "train", mirror=sys.argv[1])
+assert len(images.labels) == 10 * int(sys.argv[2])
+"""
+
+
+def test_two_first_loads_at_once_both_succeed_and_leave_no_temporary_file(tmp_path):
+    mirror = make_mirror(tmp_path / "mirror", per_class=30)
+    env = {**os.environ, data.CACHE_ENV: str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(data.__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", FIRST_LOAD, str(mirror), "30"], env=env) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    files = sorted(p.name for p in (tmp_path / "cache" / "tensors").iterdir())
+    assert len(files) == 1 and files[0].startswith("mnist-train-") and files[0].endswith(".pt"), files

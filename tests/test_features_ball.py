@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lib.features.ball import (ball_features, ball_overlap_kernel,
-                               importance_centres, uniform_centres)
+                               importance_centres, landmark_factors,
+                               uniform_centres)
 
 
 def gen(seed=0):
@@ -58,3 +59,42 @@ def test_ball_features_are_unbiased_nonnegative_and_local(sampler):
     draws = torch.stack(draws)
     se = draws.std(0) / math.sqrt(len(draws)) + 1e-12
     assert ((draws.mean(0) - target).abs() <= 4.5 * se + 1e-9).all()
+
+
+@pytest.mark.parametrize("kind", ["plain", "smoothed"])
+def test_landmark_factors_mean_and_variance_exactly(kind):
+    """With M = 1 the estimate has N equally likely values: average them."""
+    g = gen(3)
+    x = torch.rand(9, 3, generator=g, dtype=torch.float64) * 2
+    if kind == "plain":
+        def kernel(t):
+            return (t <= 1.0).to(t.dtype)
+    else:
+        def kernel(t):
+            return ball_overlap_kernel(t, 1.0)
+    A = kernel(torch.cdist(x, x))
+    outcomes = []
+    for j in range(len(x)):  # every landmark, as the generator would draw it
+        q = len(x) * A[:, [j]]
+        k = torch.zeros(len(x), 1, dtype=x.dtype)
+        k[j, 0] = 1
+        outcomes.append(q @ k.T)
+    outcomes = torch.stack(outcomes)
+    torch.testing.assert_close(outcomes.mean(0), A)
+    n = len(x)
+    torch.testing.assert_close(outcomes.var(0, unbiased=False),
+                               A**2 * n * (1 - 1 / n))
+    # the function itself: zeros exact, non-negative, shapes; unbiased on
+    # average over many draws of M = 16 landmarks
+    draws = []
+    for _ in range(3000):
+        q, k = landmark_factors(x, kernel, 16, g)
+        assert q.shape == k.shape == (9, 16) and (q >= 0).all()
+        estimate = q @ k.T
+        assert torch.all(estimate[A == 0] == 0)
+        draws.append(estimate)
+    draws = torch.stack(draws)
+    se = (A**2 * n / 16 * (1 - 1 / n) / len(draws)).sqrt()
+    assert ((draws.mean(0) - A).abs() <= 4.5 * se + 1e-12).all()
+    torch.testing.assert_close(draws.var(0), A**2 * n / 16 * (1 - 1 / n),
+                               rtol=0.15, atol=1e-9)

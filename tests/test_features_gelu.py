@@ -2,9 +2,13 @@ import math
 
 import torch
 
+import itertools
+
 from lib.features.gelu import (gelu_maclaurin_coefficient, maclaurin_degrees,
+                               maclaurin_log_second_moment,
                                maclaurin_probability, maclaurin_variance,
-                               power_features, random_maclaurin_features,
+                               power_features, rademacher_second_moment,
+                               random_maclaurin_features,
                                weighted_power_features)
 
 
@@ -65,3 +69,32 @@ def test_random_maclaurin_features_are_unbiased_with_predicted_variance():
     assert ((draws.mean(0) - target).abs() <= 4 * se).all()
     predicted = maclaurin_variance(w[:, None], x[None], 16, 0.5)
     torch.testing.assert_close(draws.var(0), predicted, rtol=0.15, atol=1e-6)
+
+
+def test_rademacher_second_moment_by_enumeration_and_jensen():
+    for d in (2, 5, 9):
+        w, x = wx(n=6, d=d, seed=d)
+        signs = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=d)),
+                             dtype=torch.float64)  # (2^d, d)
+        enumerated = ((signs @ w.T) ** 2 * (signs @ x.T) ** 2).mean(0)
+        s = rademacher_second_moment(w, x)
+        torch.testing.assert_close(enumerated, s)
+        assert (s >= (w * x).sum(-1) ** 2 - 1e-12).all()
+    # s vanishes for w = (1, 1), x = (1, -1): (omega . w)(omega . x) = 0
+    s0 = rademacher_second_moment(torch.tensor([1.0, 1.0]),
+                                  torch.tensor([1.0, -1.0]))
+    assert s0.abs() < 1e-12
+
+
+def test_log_second_moment_matches_the_direct_series_and_its_growth():
+    s = torch.tensor([0.1, 1.0, 4.0, 20.0], dtype=torch.float64)
+    direct = sum(gelu_maclaurin_coefficient(k) ** 2
+                 / maclaurin_probability(k, 0.5) * s**k
+                 for k in range(1, 120) if gelu_maclaurin_coefficient(k))
+    torch.testing.assert_close(maclaurin_log_second_moment(s, 0.5),
+                               direct.log())
+    # like log I_0(s / sqrt(rho)): log E[X^2] / s -> 1 / sqrt(rho)
+    for rho in (0.5, 0.7):
+        big = torch.tensor(5000.0, dtype=torch.float64)
+        slope = maclaurin_log_second_moment(big, rho).item() / 5000.0
+        assert abs(slope - 1 / math.sqrt(rho)) < 0.005, (rho, slope)

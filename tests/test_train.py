@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from lib.train import accuracy, fit, lr_factor, seeded
+import lib.train as train_module
+from lib.train import accuracy, fit, lr_factor, parameter_groups, resolve_precision, seeded
 
 
 def blobs(n=512, seed=0):
@@ -86,3 +87,105 @@ def test_stop_when_ends_training_at_the_first_evaluation_that_satisfies_it():
     assert hist["test_accuracy"][-1] > 0.95 and all(a <= 0.95 for a in hist["test_accuracy"][:-1])
     never = fit(make_model(0), train_set, steps=30, seed=0, eval_every=10, device="cpu", stop_when=lambda h: False)
     assert not never["stopped_early"] and never["steps_run"] == 30
+
+
+def test_a_nan_loss_stops_training_at_the_next_evaluation():
+    steps = []
+
+    def nan_loss(out, y):
+        steps.append(1)
+        return out.sum() * float("nan")
+
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 5.*lr=0\.001"):
+        fit(make_model(0), blobs(), steps=100, seed=0, batch_size=8, eval_every=5, loss_fn=nan_loss, device="cpu")
+    assert len(steps) == 5, "training stops at the first evaluation after the loss became NaN"
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("batch_size", 0, "batch_size=0 is not allowed"), ("eval_every", 0, "eval_every=0 is not allowed"),
+    ("clip_grad_norm", 0.0, "clip_grad_norm=0.0 is not allowed"), ("seed", -1, "seed=-1 is not allowed"),
+    ("weight_decay", -0.1, "weight_decay=-0.1 is not allowed"),
+])
+def test_fit_checks_its_arguments_before_training(argument, value, message):
+    model = make_model(0)
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=message):
+        fit(model, blobs(), steps=10, **{"seed": 0, "batch_size": 8, "device": "cpu", argument: value})
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "nothing was trained"
+
+
+class Tagged(nn.Module):
+    """A model with a listed position table, a bias, a norm and a weight matrix."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        self.norm = nn.LayerNorm(3)
+        self.table = nn.Parameter(torch.ones(5, 3))  # 2-D, but listed: exempt
+
+    def no_weight_decay(self):
+        return {"table"}
+
+    def forward(self, x):
+        return self.norm(self.linear(x)) + self.table.sum(0)
+
+
+def test_parameter_groups_exempt_vectors_and_listed_parameters():
+    model = Tagged()
+    decayed, exempt = parameter_groups(model, 0.1)
+    assert decayed["params"] == [model.linear.weight] and decayed["weight_decay"] == 0.1
+    assert {id(p) for p in exempt["params"]} == {id(model.linear.bias), id(model.norm.weight), id(model.norm.bias),
+                                                 id(model.table)}
+    assert exempt["weight_decay"] == 0.0
+    (everything,) = parameter_groups(model, 0.1, decay_exempt=False)
+    assert len(everything["params"]) == 5
+    model.no_weight_decay = lambda: {"tabel"}
+    with pytest.raises(ValueError, match="tabel"):
+        parameter_groups(model, 0.1)
+
+
+def test_exempt_parameters_are_not_shrunk_by_adamw():
+    model = Tagged()
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.5), lr=0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # no gradient: only weight decay can move a parameter
+    optimizer.step()
+    after = dict(model.named_parameters())
+    torch.testing.assert_close(after["linear.weight"], before["linear.weight"] * (1 - 0.1 * 0.5))
+    for name in ("table", "linear.bias", "norm.weight", "norm.bias"):
+        assert torch.equal(after[name], before[name]), name
+
+
+def test_precision_switch_measures_instead_of_assuming(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", cpu)
+    for bf16_rate, expected in [(10.0, "bf16"), (1.1, "fp32")]:
+        monkeypatch.setattr(train_module, "_PRECISION_CACHE", {})
+        rate = lambda dtype, r=bf16_rate: r if dtype == torch.bfloat16 else 1.0
+        monkeypatch.setattr(train_module, "matmul_rate", rate)
+        assert resolve_precision("auto", cpu) == expected
+
+
+def test_bf16_training_runs_and_says_so():
+    train_set = blobs(seed=0)
+    record = fit(make_model(0), train_set, steps=20, seed=0, batch_size=32, lr=3e-2, precision="bf16", device="cpu",
+                 eval_every=10)
+    assert record["precision"] == "bf16" and all(math.isfinite(v) for v in record["history"]["train_loss"])
+
+
+def test_select_ends_with_the_weights_of_the_best_evaluation():
+    model, scores, snapshots = make_model(0), iter([0.2, 0.9, 0.5]), []
+
+    def evaluate(m):
+        snapshots.append([p.detach().clone() for p in m.parameters()])
+        return {"score": next(scores)}
+
+    record = fit(model, blobs(), steps=30, seed=0, batch_size=32, lr=3e-2, evaluate=evaluate, eval_every=10,
+                 select="score", device="cpu")
+    assert record["selected_step"] == 20 and record["final"]["score"] == 0.5  # final: the last evaluation
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), snapshots[1]))
+    with pytest.raises(ValueError, match="never returned"):
+        fit(make_model(0), blobs(), steps=5, seed=0, select="missing", evaluate=lambda m: {}, device="cpu")

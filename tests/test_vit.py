@@ -123,10 +123,10 @@ def test_fused_and_explicit_attention_paths_agree(position):
     x = torch.randn(3, 1, 28, 28)
     explicit, attention = model(x, return_attention=True)
     for block in model.blocks:  # the fused kernel, called directly with the block's own q, k, v and bias
-        block.attention.force_fused = True
+        block.attention.fused = True
     fused = model(x)
     for block in model.blocks:
-        block.attention.force_fused = False
+        block.attention.fused = None
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-4)
     assert len(attention) == 2 and attention[0].shape == (3, 4, 17, 17)
     torch.testing.assert_close(attention[0].sum(-1), torch.ones(3, 4, 17))
@@ -180,3 +180,27 @@ def test_attention_rollout_is_row_stochastic_and_matches_a_hand_product():
     torch.testing.assert_close(joint, mixed[2] @ mixed[1] @ mixed[0])
     # with identity attention everywhere the rollout is the identity: each token only sees itself
     torch.testing.assert_close(attention_rollout([torch.eye(5).expand(1, 2, 5, 5)] * 2), torch.eye(5).expand(1, 5, 5))
+
+
+@pytest.mark.parametrize("angles_shape", [(5, 4), (3, 5, 4)])
+def test_complex_rotation_agrees_with_the_reference_pairs(angles_shape):
+    from lib.positions import rotate_pairs_complex
+
+    x = torch.randn(2, 3, 5, 8, generator=GEN(5))
+    angles = 3 * torch.randn(angles_shape, generator=GEN(6))
+    torch.testing.assert_close(rotate_pairs_complex(x, angles), rotate_pairs(x, angles))
+    strided = torch.randn(2, 5, 3, 8, generator=GEN(7)).transpose(1, 2)  # non-contiguous, like q from to_qkv
+    torch.testing.assert_close(rotate_pairs_complex(strided, angles), rotate_pairs(strided, angles))
+    assert rotate_pairs_complex(x.bfloat16(), angles).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("position", POSITION_SCHEMES)
+def test_no_weight_decay_names_the_cls_token_and_every_position_parameter(position):
+    model = ViT(image=(28, 28), patch=(7, 7), channels=1, classes=10, position=position, dim=32, depth=2, heads=4,
+                seed=0)
+    names = model.no_weight_decay()
+    parameters = dict(model.named_parameters())
+    assert names <= set(parameters) and "cls_token" in names
+    expected = {"none": 0, "ape": 1, "rpe-1d": 2, "rpe-manhattan": 2, "rope-axial": 0, "rope-mixed": 2}[position]
+    assert len(names - {"cls_token"}) == expected  # APE: one table; per-layer schemes: one tensor per layer
+    assert all(".position." in n or n.startswith("absolute.") for n in names - {"cls_token"})

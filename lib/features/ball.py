@@ -18,6 +18,16 @@ so that E[phi(q) . phi(k)] = kappa(|q - k|), phi >= 0, and
 phi(q) . phi(k) = 0 exactly when |q - k| > delta. Centres come uniform in
 a box (:func:`uniform_centres`) or from the mixture of balls around the
 tokens (:func:`importance_centres`, w(c) = N / n(c)).
+
+With two different factors any N x N matrix A has an unbiased estimate of
+the form Q' K'^T (:func:`landmark_factors`, column sampling as in Nystrom
+methods, Williams and Seeger, NIPS 2000): draw landmark columns
+J_1..J_M uniformly and independently, and set
+
+    Q' = (N / M) A[:, J],   K' = one_hot(J)   (N x M each),
+
+so that E[Q' K'^T] = A, entries are >= 0 where A is, zeros of A stay exact,
+and Var (Q' K'^T)_ik = A_ik^2 (N / M) (1 - 1 / N).
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from ..config import require, require_int, require_positive
 
 
 def ball_overlap_kernel(distance: torch.Tensor, delta: float) -> torch.Tensor:
@@ -35,6 +47,7 @@ def ball_overlap_kernel(distance: torch.Tensor, delta: float) -> torch.Tensor:
     t = 0, 0 for t >= delta.
     distance (...) -> (...).
     """
+    require_positive("delta", delta, "the ball diameter")
     t = distance.clamp(max=delta)
     return (2 * delta + t) * (delta - t) ** 2 / (2 * delta**3)
 
@@ -48,6 +61,10 @@ def uniform_centres(low: torch.Tensor, high: torch.Tensor, m: int,
 
     low, high (3,) -> centres (M, 3), weights (M,).
     """
+    require_int("m", m, 1, "the number of centres")
+    require_positive("radius", radius)
+    require(bool((high >= low).all()), "high", high.tolist(),
+            f"at least low={low.tolist()} in every coordinate")
     lo, hi = low - radius, high + radius
     u = torch.rand(m, 3, generator=generator, dtype=low.dtype)
     centres = lo + (hi - lo) * u
@@ -66,6 +83,10 @@ def importance_centres(points: torch.Tensor, m: int, radius: float,
     1 / (vol(B(r)) p(c)) for the mixture density p.
     points (N, 3) -> centres (M, 3), weights (M,).
     """
+    require_int("m", m, 1, "the number of centres")
+    require_positive("radius", radius)
+    require(points.ndim == 2 and len(points) >= 1, "points",
+            tuple(points.shape), "(N, 3) with N >= 1")
     n_points = len(points)
     owner = torch.randint(0, n_points, (m,), generator=generator)
     direction = torch.randn(m, 3, generator=generator, dtype=points.dtype)
@@ -87,5 +108,30 @@ def ball_features(x: torch.Tensor, centres: torch.Tensor, weights: torch.Tensor,
     |q - k| > 2r, since no centre lies within r of both.
     x (N, 3), centres (M, 3), weights (M,) -> (N, M).
     """
+    require_positive("radius", radius)
+    shapes = (tuple(centres.shape), tuple(weights.shape))
+    require(len(centres) >= 1 and weights.shape == centres.shape[:1],
+            "centres, weights", shapes, "(M, 3) and (M,) with M >= 1")
     inside = (torch.cdist(x, centres) <= radius).to(x.dtype)  # (N, M)
     return inside * (weights / len(centres)).sqrt()
+
+
+def landmark_factors(x: torch.Tensor, kernel, m: int,
+                     generator: torch.Generator,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q' = (N / M) kernel(|x - x_J|) and K' = one_hot(J), M landmarks J.
+
+    The landmarks J_1..J_M are uniform and independent over the N tokens;
+    (Q' K'^T)_ik = (N / M) A_ik #{l : J_l = k}, whose count is
+    Binomial(M, 1 / N), so E[Q' K'^T] = A for any kernel, and
+    Var = A_ik^2 (N / M)(1 - 1 / N). Costs N M kernel evaluations.
+    x (N, 3), kernel: distances (N, M) -> values (N, M); -> (N, M), (N, M).
+    """
+    n_points = len(x)
+    index = torch.randint(0, n_points, (m,), generator=generator)
+    columns = kernel(torch.cdist(x, x[index]))  # A[:, J], (N, M)
+    q = columns * (n_points / m)
+    k = torch.zeros(n_points, m, dtype=x.dtype)
+    k[index, torch.arange(m)] = 1.0
+    return q, k
+

@@ -32,7 +32,13 @@ import math
 
 import torch
 
+from ..config import real, require, require_int
 from .polynomial import symmetric_power_features
+
+
+def _check_rho(rho: float) -> None:
+    require(real(rho) and 0 < rho < 1, "rho", rho,
+            "a number in (0, 1), the parameter of the degree law")
 
 
 def gelu_maclaurin_coefficient(k: int) -> float:
@@ -56,6 +62,7 @@ def power_features(x: torch.Tensor, degree: int) -> torch.Tensor:
     sum_k c_k (w . x)^k = weighted_power_features(w, c) . power_features(x).
     (..., D) -> (..., C(D+p, p)).
     """
+    require_int("degree", degree, 0)
     parts = [torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)]
     parts += [symmetric_power_features(x, k) for k in range(1, degree + 1)]
     return torch.cat(parts, dim=-1)
@@ -67,6 +74,8 @@ def weighted_power_features(w: torch.Tensor,
 
     (..., D) -> (..., C(D+p, p)) for p + 1 coefficients.
     """
+    require(len(coefficients) >= 1, "coefficients", coefficients,
+            "a list of p + 1 >= 1 numbers c_0 .. c_p")
     dim, parts = w.shape[-1], []
     feats = power_features(w, len(coefficients) - 1)
     start = 0
@@ -87,6 +96,8 @@ def maclaurin_degrees(m: int, rho: float,
     float64 uniform, so the law's tail is not cut at float32 resolution.
     -> (M,) int64.
     """
+    require_int("m", m, 1, "the number of features")
+    _check_rho(rho)
     u = torch.rand(m, generator=generator, dtype=torch.float64)
     j = torch.floor(torch.log(u) / math.log(rho)).long()  # P(j) = (1-rho) rho^j
     return torch.where(j == 0, torch.ones_like(j), 2 * j)
@@ -97,6 +108,7 @@ def maclaurin_probability(k: int, rho: float) -> float:
 
     k -> float.
     """
+    _check_rho(rho)
     j = 0 if k == 1 else k // 2
     return (1 - rho) * rho**j
 
@@ -113,6 +125,9 @@ def random_maclaurin_features(
     phi), so E[phi(w) . psi(x)] = sum_k a_k (w . x)^k = GELU(w . x).
     w (R, D) rows of W, x (B, D) -> phi (R, M), psi (B, M).
     """
+    shapes = (tuple(w.shape), tuple(x.shape))
+    require(w.ndim == 2 and x.ndim == 2 and w.shape[-1] == x.shape[-1],
+            "shapes of w and x", shapes, "(R, D) and (B, D), one D")
     degrees = maclaurin_degrees(m, rho, generator)
     dim, top = w.shape[-1], int(degrees.max())
     signs = torch.randint(0, 2, (top, m, dim), generator=generator)
@@ -133,19 +148,38 @@ def random_maclaurin_features(
     return products(w) * scale * coef.sign(), products(x) * scale
 
 
-def maclaurin_variance(w: torch.Tensor, x: torch.Tensor, m: int, rho: float,
-                       max_degree: int = 600) -> torch.Tensor:
-    """Exact variance of phi(w) . psi(x) of :func:`random_maclaurin_features`.
+def rademacher_second_moment(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """s = E[(omega . w)^2 (omega . x)^2] for a random sign vector omega.
 
-    Var = (sum_k a_k^2 / q_k * s^k - GELU(w.x)^2) / M with
-    s = |w|^2|x|^2 + 2(w.x)^2 - 2 sum_i w_i^2 x_i^2 (the Rademacher second
-    moment of one factor); the series, truncated at max_degree, is summed in
-    log space, since its terms overflow float64 for large s.
+    s = |w|^2 |x|^2 + 2 (w . x)^2 - 2 sum_i w_i^2 x_i^2 (the Gaussian value
+    minus the correction for E[omega_i^4] = 1 instead of 3). Since
+    E[(omega . w)(omega . x)] = w . x, Jensen gives s >= (w . x)^2.
     w (..., D), x (..., D) -> (...).
     """
     dot = (w * x).sum(-1)
-    s = ((w * w).sum(-1) * (x * x).sum(-1) + 2 * dot**2
-         - 2 * (w * w * x * x).sum(-1))
+    return ((w * w).sum(-1) * (x * x).sum(-1) + 2 * dot**2
+            - 2 * (w * w * x * x).sum(-1))
+
+
+def maclaurin_log_second_moment(s: torch.Tensor, rho: float,
+                                max_degree: int | None = None,
+                                ) -> torch.Tensor:
+    """log E[X^2] = log sum_k a_k^2 / q_k s^k for one random Maclaurin feature.
+
+    X is one feature's contribution (a_N / q_N) prod_t (omega_t . w)(omega_t . x);
+    E[X^2 | N = k] = (a_k / q_k)^2 s^k. The even terms behave like the series
+    of the Bessel function I_0(s / sqrt(rho)), which peaks near degree
+    s / sqrt(rho); the default max_degree goes well past that peak, so the
+    truncation error is negligible. Summed in log space (the terms overflow
+    float64 for large s); s = 0 gives log(a_1^2 / q_1 * 0) = -inf only if
+    every term vanishes, which cannot happen for s > 0.
+    s (...) -> (...).
+    """
+    s = torch.as_tensor(s, dtype=torch.float64)
+    if max_degree is None:
+        top = float(s.max()) if s.numel() else 0.0
+        max_degree = int(2 * top / math.sqrt(rho) + 20 * math.sqrt(top) + 200)
+    log_s = torch.log(s)
     log_terms = []
     for k in range(1, max_degree + 1):
         n = (k - 2) // 2
@@ -156,7 +190,25 @@ def maclaurin_variance(w: torch.Tensor, x: torch.Tensor, m: int, rho: float,
         else:  # log |a_k| without evaluating the factorial
             log_a = (-0.5 * math.log(2 * math.pi) - n * math.log(2)
                      - math.lgamma(n + 1) - math.log(2 * n + 1))
-        log_q = math.log(maclaurin_probability(k, rho))
-        log_terms.append(2 * log_a - log_q + k * torch.log(s))
-    second = torch.logsumexp(torch.stack(log_terms), dim=0).exp()
+        j = 0 if k == 1 else k // 2  # log q_k, without underflow
+        log_q = math.log(1 - rho) + j * math.log(rho)
+        log_terms.append(2 * log_a - log_q + k * log_s)
+    return torch.logsumexp(torch.stack(log_terms), dim=0)
+
+
+def maclaurin_variance(w: torch.Tensor, x: torch.Tensor, m: int, rho: float,
+                       max_degree: int | None = None) -> torch.Tensor:
+    """Exact variance of phi(w) . psi(x) of :func:`random_maclaurin_features`.
+
+    Var = (sum_k a_k^2 / q_k * s^k - GELU(w.x)^2) / M with
+    s = |w|^2|x|^2 + 2(w.x)^2 - 2 sum_i w_i^2 x_i^2 (the Rademacher second
+    moment of one factor, :func:`rademacher_second_moment`); the series is
+    :func:`maclaurin_log_second_moment`.
+    w (..., D), x (..., D) -> (...).
+    """
+    require_int("m", m, 1, "the number of features")
+    _check_rho(rho)
+    dot = (w * x).sum(-1)
+    s = rademacher_second_moment(w, x)
+    second = maclaurin_log_second_moment(s, rho, max_degree).exp()
     return (second - torch.nn.functional.gelu(dot) ** 2) / m

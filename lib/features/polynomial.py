@@ -26,12 +26,15 @@ import math
 
 import torch
 
+from ..config import require, require_int
+
 
 def tensor_power_features(x: torch.Tensor, p: int) -> torch.Tensor:
     """x^{(x)p} flattened: phi(q) . phi(k) = (q . k)^p exactly.
 
     (..., D) -> (..., D^p).
     """
+    require_int("p", p, 1, "the degree")
     out = x
     for _ in range(p - 1):
         out = (out[..., :, None] * x[..., None, :]).flatten(-2)
@@ -43,6 +46,8 @@ def multi_indices(dim: int, p: int) -> list[tuple[int, ...]]:
 
     D = dim -> C(D+p-1, p) tuples of length p.
     """
+    require_int("dim", dim, 1, "the width D")
+    require_int("p", p, 0, "the degree")
     return list(itertools.combinations_with_replacement(range(dim), p))
 
 
@@ -53,6 +58,7 @@ def symmetric_power_features(x: torch.Tensor, p: int) -> torch.Tensor:
     theorem), with C(D+p-1, p) terms instead of D^p.
     (..., D) -> (..., C(D+p-1, p)).
     """
+    require_int("p", p, 1, "the degree")
     index = multi_indices(x.shape[-1], p)
     weights = []
     for combo in index:
@@ -65,12 +71,19 @@ def symmetric_power_features(x: torch.Tensor, p: int) -> torch.Tensor:
     return monomials * weights.sqrt()
 
 
+def _check_sizes(p: int, m: int, dim: int) -> None:
+    require_int("p", p, 1, "the degree, one set per factor")
+    require_int("m", m, 1, "the number of features")
+    require_int("dim", dim, 1, "the width D")
+
+
 def gaussian_projections(p: int, m: int, dim: int, generator: torch.Generator,
                          dtype=torch.float32) -> torch.Tensor:
     """p independent sets of m standard Gaussian vectors in R^D.
 
     -> (p, M, D).
     """
+    _check_sizes(p, m, dim)
     return torch.randn(p, m, dim, generator=generator, dtype=dtype)
 
 
@@ -81,6 +94,7 @@ def rademacher_projections(p: int, m: int, dim: int,
 
     -> (p, M, D).
     """
+    _check_sizes(p, m, dim)
     signs = torch.randint(0, 2, (p, m, dim), generator=generator)
     return signs.to(dtype) * 2 - 1
 
@@ -93,6 +107,10 @@ def random_product_features(x: torch.Tensor,
     E[(w . q)(w . k)] = q . k when E[w w^T] = I.
     x (..., D), projections (p, M, D) -> (..., M).
     """
+    width = x.shape[-1]
+    require(projections.ndim == 3 and projections.shape[-1] == width,
+            "projections", tuple(projections.shape),
+            f"(p, M, D) with D={width}, the width of x")
     m = projections.shape[1]
     products = torch.einsum("...d,tmd->...tm", x, projections).prod(-2)
     return products / math.sqrt(m)
@@ -108,6 +126,8 @@ def product_feature_variance(q: torch.Tensor, k: torch.Tensor, p: int,
     Var = (E[...]^p - (q.k)^{2p}) / M.
     q (..., D), k (..., D) -> (...).
     """
+    require_int("p", p, 1, "the degree")
+    require_int("m", m, 1, "the number of features")
     dot = (q * k).sum(-1)
     second = (q * q).sum(-1) * (k * k).sum(-1) + 2 * dot**2
     if distribution == "rademacher":

@@ -41,6 +41,8 @@ def sample_recall(batch: int, L: int, K: int, M: int, tau: int, rng: np.random.G
     """
     if not 1 <= M <= K:
         raise ValueError(f"need 1 <= M <= K, got M={M}, K={K}")
+    if tau < 1:
+        raise ValueError(f"tau={tau} is not allowed: tau must be >= 1 (tau=0 would write v over q)")
     if L < tau + 2:
         raise ValueError(f"the shortest AR sequence has tau + 2 = {tau + 2} tokens, got L={L}")
     q = rng.integers(0, M, size=batch)
