@@ -1,4 +1,6 @@
-"""Multi-head self-attention in plain NumPy (NNDL 2024 session 4, computer assignment).
+"""Multi-head self-attention in plain NumPy.
+
+NNDL 2024 session 4, computer assignment.
 
 "QKV attention", row convention: the N input vectors are the rows of
 X (N, D); a weight matrix W (d, D) maps a token x to W x, so Q = X W_q^T,
@@ -19,13 +21,18 @@ import numpy as np
 
 def _check_matrix(name: str, value: object) -> None:
     if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array, got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a NumPy array, got {type(value).__name__}")
     if value.ndim != 2 or 0 in value.shape:
-        raise ValueError(f"{name} has shape {value.shape}; it must be a non-empty matrix (2-D)")
+        raise ValueError(f"{name} has shape {value.shape}; "
+                         "it must be a non-empty matrix (2-D)")
 
 
 def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax along ``axis`` (the max is subtracted first). Same shape in and out."""
+    """Numerically stable softmax along ``axis``.
+
+    The max is subtracted first. Same shape in and out.
+    """
     z = z - z.max(axis=axis, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
@@ -44,9 +51,12 @@ def self_attention(
     for name, W in (("W_q", W_q), ("W_k", W_k), ("W_v", W_v)):
         _check_matrix(name, W)
         if W.shape[1] != D:
-            raise ValueError(f"{name} has shape {W.shape}; it must be (d, D) with D={D}, the width of X {X.shape}")
+            raise ValueError(
+                f"{name} has shape {W.shape}; it must be (d, D) with "
+                f"D={D}, the width of X {X.shape}")
     if W_q.shape != W_k.shape:
-        raise ValueError(f"W_q {W_q.shape} and W_k {W_k.shape} must have the same shape (d_k, D)")
+        raise ValueError(f"W_q {W_q.shape} and W_k {W_k.shape} must have "
+                         "the same shape (d_k, D)")
     Q, K, V = X @ W_q.T, X @ W_k.T, X @ W_v.T  # (N, d_k), (N, d_k), (N, d_v)
     # (N, N): A[i, j] is the weight of key j for query i
     A = softmax(Q @ K.T / np.sqrt(Q.shape[-1]), axis=-1)
@@ -66,13 +76,16 @@ def multi_head_self_attention(
     _check_matrix("X", X)
     N, D = X.shape
     if not isinstance(H, (int, np.integer)) or isinstance(H, bool) or H < 1:
-        raise ValueError(f"H={H!r} is not allowed: H must be an integer >= 1 (the number of heads)")
+        raise ValueError(f"H={H!r} is not allowed: H must be an integer "
+                         ">= 1 (the number of heads)")
     if D % H != 0:
-        raise ValueError(f"D={D} is not divisible by H={H}: H must divide the width D of X")
+        raise ValueError(f"D={D} is not divisible by H={H}: "
+                         "H must divide the width D of X")
     if W_o is not None:
         _check_matrix("W_o", W_o)
         if W_o.shape != (D, D):
-            raise ValueError(f"W_o has shape {W_o.shape}; expected {(D, D)} or None")
+            raise ValueError(
+                f"W_o has shape {W_o.shape}; expected {(D, D)} or None")
     for name, W in (("W_q", W_q), ("W_k", W_k), ("W_v", W_v)):
         if W.shape != (D, D):
             raise ValueError(f"{name} has shape {W.shape}; expected {(D, D)}")

@@ -53,26 +53,6 @@ def test_build_vit_is_deterministic_in_the_seed():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def test_train_classifier_trains_a_caller_supplied_model_with_the_recipe(monkeypatch):
-    import lib.classify as classify
-
-    def fake_split(name, split, fraction=1.0, seed=0, val_fraction=0.0):
-        n = 64 if split == "train" else 16
-        gen = torch.Generator().manual_seed({"train": 0, "val": 1, "test": 2}[split])
-        return TensorDataset(torch.randn(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen))
-
-    monkeypatch.setattr(classify, "load_split", fake_split)
-    monkeypatch.setattr(classify, "load_test", lambda config: fake_split("mnist", "test"))
-    config = {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "val_fraction": 0.1, "patch": [7, 7]}
-    mine = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
-    before = mine[1].weight.detach().clone()
-    result, trained = train_classifier(config, return_model=True, model=mine)
-    assert trained is mine and not torch.equal(before, mine[1].weight)
-    assert result["parameters"] == 28 * 28 * 10 + 10 and "val_accuracy" in result
-    _, default = train_classifier(config, return_model=True)  # without it, the configured ViT
-    assert type(default).__name__ == "ViT"
-
-
 def test_new_fields_default_to_the_old_recipe():
     defaults = normalise(ClassifierConfig, {})
     assert defaults["val_fraction"] == 0.0 and defaults["decay_exempt"] is False
@@ -114,3 +94,23 @@ def test_training_with_a_validation_split_selects_on_it(tiny_mnist):
     assert result["val_accuracy"] == max(history["val_accuracy"])
     assert history["val_accuracy"][result["selected_epoch"] - 1] == result["val_accuracy"]
     assert result["precision"] in ("fp32", "bf16") and result["train_images"] == 160
+
+
+def test_train_classifier_trains_a_caller_supplied_model_with_the_recipe(monkeypatch):
+    import lib.classify as classify
+
+    def fake_split(name, split, fraction=1.0, seed=0, val_fraction=0.0):
+        n = 64 if split == "train" else 16
+        gen = torch.Generator().manual_seed({"train": 0, "val": 1, "test": 2}[split])
+        return TensorDataset(torch.randn(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen))
+
+    monkeypatch.setattr(classify, "load_split", fake_split)
+    monkeypatch.setattr(classify, "load_test", lambda config: fake_split("mnist", "test"))
+    config = {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "val_fraction": 0.1, "patch": [7, 7]}
+    mine = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    before = mine[1].weight.detach().clone()
+    result, trained = train_classifier(config, return_model=True, model=mine)
+    assert trained is mine and not torch.equal(before, mine[1].weight)
+    assert result["parameters"] == 28 * 28 * 10 + 10 and "val_accuracy" in result
+    _, default = train_classifier(config, return_model=True)  # without it, the configured ViT
+    assert type(default).__name__ == "ViT"

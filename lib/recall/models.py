@@ -8,7 +8,12 @@ mask a NoPE model would see a set and could not tell which token follows q.
 
 Mamba layers use the CUDA package ``mamba_ssm`` when it imports and a GPU is
 present, else the pure-PyTorch ``mambapy`` (Gu and Dao's selective scan in
-PyTorch); :func:`mamba_backend` says which. Both are wrapped the same way,
+PyTorch); :func:`mamba_backend` says which. On the CPU, ``fast_scan=True``
+swaps mambapy's block for :class:`lib.recall.fast_mamba_c.CMambaBlock` (a C
+kernel for the scan, compiled on first use) or, without a C compiler,
+:class:`lib.recall.fast_mamba.FastMambaBlock` (the scan in PyTorch with a
+hand-written backward): the same parameters and function, tested against
+mambapy in ``tests/test_fast_mamba.py``. A layer's ``backend`` says which ran. All are wrapped the same way,
 x + Mamba(RMSNorm(x)), with d_state 16, d_conv 4 and expansion 2.
 Shapes: B batch, N tokens, W model width, K vocabulary.
 """
@@ -43,9 +48,11 @@ def mamba_backend() -> str:
 class MambaLayer(nn.Module):
     """x + Mamba(RMSNorm(x)) with the backend of :func:`mamba_backend`. (B, N, W) -> (B, N, W)."""
 
-    def __init__(self, width: int, backend: str | None = None, d_state: int = 16, d_conv: int = 4, expand: int = 2):
+    def __init__(self, width: int, backend: str | None = None, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 fast_scan: bool = False):
         super().__init__()
         self.backend = backend or mamba_backend()
+        self.d_inner, self.d_state, self.d_conv = expand * width, d_state, d_conv
         if self.backend == "mamba_ssm":
             from mamba_ssm import Mamba
 
@@ -55,6 +62,14 @@ class MambaLayer(nn.Module):
             from mambapy.mamba import MambaBlock, MambaConfig, RMSNorm
 
             config = MambaConfig(d_model=width, n_layers=1, d_state=d_state, d_conv=d_conv, expand_factor=expand)
+            if fast_scan:  # same __init__ and parameters, faster forward
+                from . import fast_mamba_c
+
+                if fast_mamba_c.available():
+                    MambaBlock, self.backend = fast_mamba_c.CMambaBlock, "fast-c"
+                else:
+                    from .fast_mamba import FastMambaBlock as MambaBlock
+                    self.backend = "fast-torch"
             self.norm, self.mixer = RMSNorm(width), MambaBlock(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,12 +83,23 @@ def rope_1d(x: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
     return rotate_pairs(x, torch.arange(n, device=x.device, dtype=x.dtype)[:, None] * theta)
 
 
+def mamba_state_floats(model: nn.Module) -> dict[str, int]:
+    """The recurrent state a model with Mamba layers carries from token to token, in floats,
+    summed over its Mamba layers: ``"ssm"``, the selective state (d_inner x d_state per
+    layer), and ``"conv"``, the last d_conv - 1 inputs of the causal convolution
+    (d_inner x (d_conv - 1) per layer). Zero for attention-only models, whose cache
+    grows with the sequence instead."""
+    layers = [m for m in model.modules() if isinstance(m, MambaLayer)]
+    return {"ssm": sum(m.d_inner * m.d_state for m in layers),
+            "conv": sum(m.d_inner * (m.d_conv - 1) for m in layers)}
+
+
 def set_mamba_scan(model: nn.Module, parallel: bool) -> nn.Module:
     """Switch every mambapy layer of ``model`` between its parallel scan (``True``, the
     default: a Blelloch scan over the sequence, padded to a power of two) and the
     sequential loop (``False``); the two compute the same function. Returns ``model``."""
     for layer in model.modules():
-        if isinstance(layer, MambaLayer) and layer.backend == "mambapy":
+        if isinstance(layer, MambaLayer) and layer.backend != "mamba_ssm":
             layer.mixer.config.pscan = parallel
     return model
 
@@ -106,7 +132,7 @@ class RecallModel(nn.Module):
     """
 
     def __init__(self, embeddings: torch.Tensor, kind: str, position: str = "none", width: int = 64,
-                 heads: int = 2, max_len: int = 192, backend: str | None = None):
+                 heads: int = 2, max_len: int = 192, backend: str | None = None, fast_scan: bool = False):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be transformer, mamba or hybrid, got {kind!r}")
@@ -119,9 +145,10 @@ class RecallModel(nn.Module):
         if kind == "transformer":
             self.layers = nn.ModuleList(CausalAttentionLayer(width, heads, rope=position == "rope") for _ in range(2))
         elif kind == "mamba":
-            self.layers = nn.ModuleList(MambaLayer(width, backend) for _ in range(2))
+            self.layers = nn.ModuleList(MambaLayer(width, backend, fast_scan=fast_scan) for _ in range(2))
         else:
-            self.layers = nn.ModuleList([MambaLayer(width, backend), CausalAttentionLayer(width, heads)])
+            self.layers = nn.ModuleList([MambaLayer(width, backend, fast_scan=fast_scan),
+                                         CausalAttentionLayer(width, heads)])
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, K)
 

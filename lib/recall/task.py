@@ -57,6 +57,14 @@ def sample_recall(batch: int, L: int, K: int, M: int, tau: int, rng: np.random.G
     return torch.as_tensor(tokens), torch.as_tensor(v), torch.as_tensor(i)
 
 
-def evaluation_lengths(L: int, tau: int) -> list[int]:
-    """Every evaluation length, tau + 2 .. 3L."""
-    return list(range(tau + 2, 3 * L + 1))
+def evaluation_lengths(L: int, tau: int, far: tuple[int, ...] | list[int] = ()) -> list[int]:
+    """Every length from tau + 2 to 3L (what the problem asks), then ``far`` multiples
+    of L beyond it (e.g. ``(4, 5, 6, 8)``: 4L, 5L, 6L, 8L)."""
+    near = list(range(tau + 2, 3 * L + 1))
+    return near + sorted(m * L for m in set(far) if m * L > 3 * L)
+
+
+def chance_accuracy(K: int) -> float:
+    """Accuracy of a guess that ignores the sequence: v is uniform on [K] and
+    independent of q, so no sequence-blind answer beats 1/K."""
+    return 1.0 / K
