@@ -83,6 +83,9 @@ def welch_t(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) ->
 
     t = (mean a - mean b) / sqrt(s_a^2/n_a + s_b^2/n_b), with the
     Welch-Satterthwaite degrees of freedom. Shapes: a (n_a,), b (n_b,), each >= 2.
+    Two samples constant at the same value (e.g. every seed of both models at
+    100%) show no difference: t = 0, p = 1, interval [0, 0], df undefined (nan).
+    Constant at different values, the statistic is undefined and this raises.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(a) < 2 or len(b) < 2:
@@ -90,8 +93,10 @@ def welch_t(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) ->
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     difference = a.mean() - b.mean()
     se = np.sqrt(va + vb)
+    if se == 0 and difference == 0:
+        return Welch(0.0, float("nan"), 1.0, 0.0, 0.0, 0.0)
     if se == 0:
-        raise ValueError("both samples are constant: the t statistic is undefined")
+        raise ValueError("both samples are constant, at different values: the t statistic is undefined")
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     t = difference / se
     p = 2 * _st.t.sf(abs(t), df)
@@ -100,14 +105,23 @@ def welch_t(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) ->
                  float(difference + half))
 
 
-def holm(p_values: Sequence[float]) -> np.ndarray:
+def holm(p_values: Sequence[float], family_size: int | None = None) -> np.ndarray:
     """Holm's step-down adjustment of m p-values (family-wise error control):
     the k-th smallest is multiplied by m - k + 1, then the sequence is made
-    non-decreasing in that order and capped at 1. Shapes: (m,) -> (m,)."""
+    non-decreasing in that order and capped at 1. Shapes: (m,) -> (m,).
+
+    ``family_size`` (default: the number of p-values given) is the number of
+    tests planned in the family; the tests not yet run count as p = 1. With
+    the family fixed in advance, a test that is added later can only lower
+    the others' adjusted values, never raise them.
+    """
     p = np.asarray(p_values, dtype=float)
+    m = len(p) if family_size is None else family_size
+    if m < len(p):
+        raise ValueError(f"family_size={family_size} is smaller than the {len(p)} p-values given")
     adjusted, running = np.empty_like(p), 0.0
     for rank, i in enumerate(np.argsort(p, kind="stable")):
-        running = max(running, (len(p) - rank) * p[i])
+        running = max(running, (m - rank) * p[i])
         adjusted[i] = min(1.0, running)
     return adjusted
 

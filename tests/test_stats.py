@@ -58,3 +58,23 @@ def test_holm_adjustment_by_hand_and_its_properties():
         order = np.argsort(p, kind="stable")
         assert np.all(np.diff(adjusted[order]) >= 0)  # monotone in p
         assert np.isclose(adjusted[order[0]], min(1.0, len(p) * p.min()))  # Bonferroni for the smallest
+
+
+def test_holm_over_a_planned_family_counts_missing_tests_as_one():
+    p = [0.01, 0.04, 0.03]
+    np.testing.assert_allclose(holm(p, family_size=5), holm(p + [1.0, 1.0])[:3])
+    np.testing.assert_allclose(holm(p, family_size=3), holm(p))
+    rng = np.random.default_rng(2)
+    for _ in range(100):  # a test that lands later never raises the others' values
+        q = rng.uniform(0, 0.2, size=6)
+        before = holm(q[:5], family_size=6)
+        assert np.all(holm(q, family_size=6)[:5] <= before + 1e-12)
+    with pytest.raises(ValueError, match="family_size=2 is smaller than the 3"):
+        holm(p, family_size=2)
+
+
+def test_welch_on_constant_samples():
+    same = welch_t([1.0, 1.0, 1.0], [1.0, 1.0])  # e.g. every seed of both at 100%
+    assert (same.p, same.difference, same.low, same.high) == (1.0, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="constant, at different values"):
+        welch_t([1.0, 1.0], [0.5, 0.5])
