@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from matplotlib import pyplot as plt
 
-from lib.recall.report import (accuracy_at, coverage, plot_convergence,
+from lib.recall.report import (accuracy_at, comparison_text, compare_runs,
+                               coverage, plot_convergence,
                                plot_length_accuracy, settings_table)
 from lib.stats import wilson_interval
 
@@ -69,3 +70,19 @@ def test_figures_draw_bands_chance_and_say_when_empty() -> None:
     plot_length_accuracy(c, {}, 8)
     assert any("no stored runs" in t.get_text() for t in c.texts)
     plt.close(fig)
+
+
+def test_compare_runs_gives_steps_only_for_converged_runs() -> None:
+    a, b = runs(), runs()
+    for r in b:
+        r["result"]["steps_run"] *= 2
+        r["result"]["length_correct"] = [max(0, k - 100) for k in r["result"]["length_correct"]]
+    tests = compare_runs(a, b, 8)
+    assert set(tests) == {"steps", "at 3L", "at 8L"}
+    assert 10 ** tests["steps"].difference == pytest.approx(0.5)
+    assert comparison_text("steps", tests["steps"]).startswith("x0.50 [")
+    assert tests["at 8L"].difference == pytest.approx(
+        np.mean([r["result"]["length_correct"][-1] for r in a])
+        / 10 - np.mean([r["result"]["length_correct"][-1] for r in b]) / 10)
+    b[0]["result"]["stop_reason"] = "plateau"  # a plateau's steps are not steps to converge
+    assert set(compare_runs(a, b, 8)) == {"at 3L", "at 8L"}

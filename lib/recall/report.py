@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.ticker import NullFormatter
 
-from ..stats import mean_interval, wilson_interval
+from ..stats import Welch, mean_interval, welch_t, wilson_interval
 from .experiment import model_label
 from .task import chance_accuracy
 
@@ -151,6 +151,30 @@ def steps_summary(runs: Sequence[Record]) -> dict[str, Any]:
     mean, low, high = mean_interval(steps)
     return {"mean": float(mean), "low": float(max(low, 0)), "high": float(high), "steps": steps.tolist(),
             "all_converged": all(r["result"]["stop_reason"] == "converged" for r in runs)}
+
+
+def compare_runs(a: Sequence[Record], b: Sequence[Record], L: int) -> dict[str, Welch]:
+    """Welch's t over seeds of the runs ``a`` against ``b`` (two or more seeds each):
+
+    - ``"steps"``: log10 steps to the stop, so the difference reads as a ratio
+      10^diff (A over B); only when every run of both converged (a plateau's
+      steps are not steps to converge), else the key is absent;
+    - ``"at 3L"``, ``"at 8L"``: accuracy in points (seed means), A - B.
+    """
+    out: dict[str, Welch] = {}
+    if all(r["result"]["stop_reason"] == "converged" for r in [*a, *b]):
+        out["steps"] = welch_t(*[[float(np.log10(r["result"]["steps_run"])) for r in runs] for runs in (a, b)])
+    for m in (3, 8):
+        out[f"at {m}L"] = welch_t(*[[100 * x for x, _, _ in accuracy_at(runs, m * L)["seeds"]]
+                                    for runs in (a, b)])
+    return out
+
+
+def comparison_text(what: str, test: Welch) -> str:
+    """``"x1.52 [1.26, 1.83]"`` for steps (a ratio), ``"+9.6 [+7.4, +11.8]"`` (points) otherwise."""
+    if what == "steps":
+        return f"x{10 ** test.difference:.2f} [{10 ** test.low:.2f}, {10 ** test.high:.2f}]"
+    return f"{test.difference:+.1f} [{test.low:+.1f}, {test.high:+.1f}]"
 
 
 def held_curve(runs: Sequence[Record], key: str = "val_accuracy") -> tuple[np.ndarray, np.ndarray]:
