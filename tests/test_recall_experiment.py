@@ -5,7 +5,8 @@ from lib.config import ConfigError
 from lib.recall.experiment import (DEFAULTS, build_model, converged, model_label, plateaued, profile_settings,
                                    recall_config, smoothed, stop_reason, train_recall)
 from lib.recall.models import mamba_state_floats
-from lib.recall.plan import LR_GRIDS, chosen_lr, lr_scores
+from lib.recall.plan import LR_GRIDS, cap_ladder, chosen_lr, final_records, lr_scores, sweep_to_a_stop
+from lib.store import ResultsStore
 
 RULE = {k: DEFAULTS[k] for k in ("target", "patience", "plateau_min_steps", "plateau_window", "plateau_delta",
                                  "plateau_smooth")}
@@ -71,6 +72,11 @@ def test_train_recall_is_deterministic_and_rejects_unknown_keys():
     b = train_recall({**settings, "kind": "hybrid", "max_steps": 4})
     assert a["history"] == b["history"] and a["length_correct"] == b["length_correct"]
     assert a["backend"] in ("fast-c", "fast-torch")
+    # a higher cap repeats the lower cap's steps and goes on (what raising a cap relies on)
+    short, longer = (train_recall({**settings, "kind": "hybrid", "max_steps": n, "plateau_min_steps": 1000})
+                     for n in (5, 10))
+    assert short["history"]["step"] == [5] and longer["history"]["step"] == [5, 10]
+    assert {k: v[:1] for k, v in longer["history"].items()} == short["history"]
     with pytest.raises(ConfigError, match="unknown key.*learning_rate.*valid keys"):
         train_recall({"kind": "mamba", "learning_rate": 1e-3})
     with pytest.raises(ConfigError, match="fast_scan"):
@@ -98,6 +104,26 @@ def test_learning_rate_choice():
     assert chosen_lr(records) == 1e-3  # all seeds converged beats fewer steps
     assert lr_scores(records)[3e-3]["converged"] == 1
     assert all(list(g) == sorted(g) for g in LR_GRIDS.values())
+
+
+def fake_run(config):
+    """A stand-in for train_recall: stops at any cap below 100 steps, converges with more."""
+    return {"stop_reason": "cap" if config["max_steps"] < 100 else "converged", "steps_run": config["max_steps"]}
+
+
+def test_a_run_at_the_cap_is_run_again_with_a_higher_cap(tmp_path):
+    store = ResultsStore("cpu", root=tmp_path)
+    low, high = (recall_config("cpu", kind="mamba", max_steps=m) for m in (40, 10))
+    assert [c["max_steps"] for c in cap_ladder(low, "cpu")] == [40, 100, 250]
+    assert cap_ladder(low, "smoke") == [recall_config("smoke", **low)]  # never raised at smoke
+    records = sweep_to_a_stop(store, [low, high], fake_run)
+    assert [(r["config"]["max_steps"], r["result"]["stop_reason"]) for r in records] == [(100, "converged"),
+                                                                                        (62, "cap")]
+    assert len(store.records("recall")) == 5  # 40, 100; 10, 25, 62: nothing beyond the ladder
+    reader = ResultsStore("cpu", root=tmp_path, read_only=True)
+    (tmp_path / "cpu" / "recall" / store.path("recall", low).name).unlink()  # the capped run removed:
+    assert sweep_to_a_stop(reader, [low], fake_run) == records[:1]  # the raised one still stands for it
+    assert final_records(reader, [recall_config("cpu", kind="hybrid")], fake_run) == []
 
 
 def test_model_labels():

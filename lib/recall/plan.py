@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,53 @@ def sweep_configs(profile: str, family: Family) -> list[dict[str, Any]]:
 def stored(store, configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records of ``configs`` that ``store`` holds, in order; computes nothing."""
     return [r for r in (store.get("recall", c, train_recall) for c in configs) if r is not None]
+
+
+CAP_FACTOR = 2.5
+"""How much a cap is raised: 40,000 steps, then 100,000, then 250,000 at the cpu profile."""
+CAP_RAISES = {"smoke": 0, "cpu": 2, "gpu": 2}
+"""How often, per profile, a run that stopped at its step cap is run again with a higher cap.
+Never at smoke, whose runs stop at a ten-step cap by design. A higher cap changes nothing
+before the old one: training is seeded and its rate constant after warm-up, so the run
+repeats the capped run's steps and goes on (tested; checked on the first raised runs)."""
+
+
+def cap_ladder(config: dict[str, Any], profile: str) -> list[dict[str, Any]]:
+    """``config`` and its versions with raised caps (:data:`CAP_FACTOR`), lowest cap first."""
+    caps = [round(config["max_steps"] * CAP_FACTOR ** k) for k in range(CAP_RAISES[profile] + 1)]
+    return [recall_config(profile, **{**config, "max_steps": cap}) for cap in caps]
+
+
+def final_records(store, configs: Sequence[dict[str, Any]],
+                  fn: Callable[[dict[str, Any]], Any] = train_recall) -> list[dict[str, Any]]:
+    """Per configuration, the stored record that stands for it: the one with the highest cap
+    on its :func:`cap_ladder`; in order, a configuration without any left out. Computes nothing."""
+    out = []
+    for config in configs:
+        found = [store.get("recall", c, fn) for c in cap_ladder(config, store.profile)]
+        out += [r for r in reversed(found) if r is not None][:1]
+    return out
+
+
+def sweep_to_a_stop(store, configs: Sequence[dict[str, Any]],
+                    fn: Callable[[dict[str, Any]], Any] = train_recall) -> list[dict[str, Any]]:
+    """Run ``configs`` until each stops for a reason other than its cap: a run that stops at
+    the cap is not a result, so it is run again one step up its :func:`cap_ladder`, as far
+    as the ladder goes (a read-only store only lists what is missing). Returns the
+    stored records that stand for the configurations (:func:`final_records`), in order
+    (a configuration without any is left out)."""
+    ladders = [cap_ladder(c, store.profile) for c in configs]
+    rung = [max((i for i, c in enumerate(ladder) if store.get("recall", c, fn) is not None), default=0)
+            for ladder in ladders]
+    todo = list(range(len(configs)))
+    while todo:
+        store.sweep("recall", [ladders[k][rung[k]] for k in todo], fn)
+        records = {k: store.get("recall", ladders[k][rung[k]], fn) for k in todo}
+        todo = [k for k, r in records.items()
+                if r is not None and r["result"]["stop_reason"] == "cap" and rung[k] + 1 < len(ladders[k])]
+        for k in todo:
+            rung[k] += 1
+    return final_records(store, configs, fn)
 
 
 def lr_scores(records: Sequence[dict[str, Any]]) -> dict[float, dict[str, float]]:
@@ -171,7 +218,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
               flush=True)
     for problem in args.problems:
         configs = problem_configs(problem, args.profile, lrs)
-        records = stored(store, configs) if args.list else store.sweep("recall", configs, train_recall)
+        records = final_records(store, configs) if args.list else sweep_to_a_stop(store, configs)
         print(f"Problem {problem}: {len(records)}/{len(configs)} runs stored", flush=True)
 
 
