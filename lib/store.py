@@ -40,6 +40,10 @@ A sweep's missing configurations run where ``$BOOK_EXECUTOR`` says (see
 of worker processes, or as Slurm jobs through ``submitit``; each job computes
 one configuration under its claim and writes its record here.
 
+Training functions that checkpoint (:mod:`lib.checkpoint`) keep their files in
+``<root>/<profile>/.checkpoints/``; a record computed across interrupted runs
+counts the time of every segment and says ``resumed_from_step``.
+
 A record is trusted only if it is valid JSON, has ``config`` and ``result``,
 sits under the name its configuration hashes to and holds only finite numbers;
 anything else raises :class:`StoreError` naming the file and the fix.
@@ -60,6 +64,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoint import checkpoint_scope, resumed_time
 from .config import config_class_of, normalise
 from .profiles import check_profile
 from .provenance import Clock, provenance
@@ -304,8 +309,14 @@ class ResultsStore:
             if path.exists():  # finished by another process while we waited
                 return self._read(path)
             clock = Clock()
-            result = fn(config)
+            with checkpoint_scope(self.root / ".checkpoints") as scope:
+                result = fn(config)
             seconds = clock.stop()
+            resumed = resumed_time(scope)
+            if resumed is not None:  # count the interrupted segments too
+                seconds.update(wall_seconds=round(seconds["wall_seconds"] + resumed["wall_seconds"], 3),
+                               cpu_seconds=round(seconds["cpu_seconds"] + resumed["cpu_seconds"], 3),
+                               resumed_from_step=resumed["resumed_from_step"])
             return self.put(name, config, result, seconds["wall_seconds"],
                             extra={"provenance": {**provenance(), **seconds}})
 

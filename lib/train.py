@@ -22,6 +22,10 @@ Three options change how the same steps are computed, not what they compute:
   tens of times slower). :func:`resolve_precision` decides; the record says
   which precision ran.
 - ``compile``: wrap the model in ``torch.compile`` for training.
+
+With ``checkpoint`` (a file), ``fit`` saves its whole state there every
+``checkpoint_seconds`` and resumes from the file when it exists, computing the
+same steps as an uninterrupted run (see :mod:`lib.checkpoint`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Union
 
 import torch
@@ -39,6 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from . import checkpoint as ckpt
 from .seeding import seeded
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -180,6 +186,9 @@ def fit(
     compile: bool = False,
     device: torch.device | str | None = None,
     desc: str = "fit",
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_seconds: float = 600.0,
+    caller_state: tuple[Callable[[], Any], Callable[[Any], None]] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``steps`` optimiser steps and return its record.
 
@@ -195,10 +204,20 @@ def fit(
     (model selection; ties go to the later one). ``decay_exempt``, ``precision``
     and ``compile``: see the module docstring.
 
+    ``checkpoint``: a file where the whole training state is saved every
+    ``checkpoint_seconds`` of wall-clock time and after the last step; when the
+    file exists, training resumes from it (its arguments must match; a constant
+    schedule may resume with a larger ``steps``, so a longer run continues a
+    shorter one). It is deleted when ``stop_when`` ends training. Needs ``data``
+    to be a batch function (a DataLoader's place in an epoch is not saved);
+    ``caller_state = (get, set)`` saves and restores state the batch function or
+    the hooks keep outside ``fit`` (say a numpy generator).
+
     Returns ``{"history": {"step": [...], "train_loss": [...], <metric>: [...]},
     "final": {<metric>: value}, "steps_run": int, "stopped_early": bool,
     "selected_step": int | None, "precision": "fp32" | "bf16", "seconds": float,
-    "steps_per_second": float, "device": str}``.
+    "steps_per_second": float, "device": str, "resumed_from_step": int | None}``
+    (``seconds`` includes the segments before a resume).
     """
     _check_fit_arguments(model, data, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, warmup_steps=warmup_steps, schedule=schedule,
@@ -235,10 +254,61 @@ def fit(
                             state={k: v.detach().clone() for k, v in model.state_dict().items()})
         final["train_loss"] = history["train_loss"][-1]
 
-    start = time.perf_counter()
-    steps_run, stopped_early = 0, False
+    if checkpoint is not None:
+        from .config import require
+
+        require(callable(data) and not isinstance(data, Dataset), "checkpoint", str(checkpoint),
+                "None when data is a Dataset (a DataLoader's place in an epoch is not saved); "
+                "pass a batch function to checkpoint")
+        require(checkpoint_seconds > 0, "checkpoint_seconds", checkpoint_seconds, "a positive number")
+    # what a checkpoint must agree on to be resumed (steps only where the schedule depends on it)
+    arguments = {"seed": seed, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                 "warmup_steps": warmup_steps, "schedule": schedule, "clip_grad_norm": clip_grad_norm,
+                 "eval_every": eval_every, "decay_exempt": decay_exempt, "precision": precision,
+                 "select": select, "steps": steps if schedule == "cosine" else None}
+    saved = ckpt.load(checkpoint) if checkpoint is not None else None
+    if saved is not None:
+        differ = {k: (saved["arguments"].get(k), v) for k, v in arguments.items() if saved["arguments"].get(k) != v}
+        if differ or saved["step"] > steps:
+            why = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items()) or \
+                f"it is at step {saved['step']} > steps={steps}"
+            raise ValueError(f"{desc}: checkpoint {checkpoint} belongs to another run ({why}); "
+                             f"delete it to start this run over")
+
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    prior = {"wall": 0.0, "cpu": 0.0}
+
+    def save_checkpoint(step: int, asked: bool) -> None:
+        ckpt.save(checkpoint, {
+            "arguments": arguments, "step": step, "asked": asked, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "history": history, "final": final, "best": best, "torch_rng": torch.get_rng_state(),
+            "generator": gen.get_state(), "caller": caller_state[0]() if caller_state else None,
+            "wall_seconds": prior["wall"] + time.perf_counter() - wall_start,
+            "cpu_seconds": prior["cpu"] + time.process_time() - cpu_start,
+        })
+
+    first, steps_run, stopped_early = 1, 0, False
     with seeded(seed):
         gen = torch.Generator().manual_seed(seed)
+        if saved is not None:  # every piece of state the next step depends on
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            history, best = saved["history"], saved["best"]
+            final.clear()
+            final.update(saved["final"])
+            torch.set_rng_state(saved["torch_rng"])
+            gen.set_state(saved["generator"])
+            if caller_state is not None:
+                caller_state[1](saved["caller"])
+            prior.update(wall=saved["wall_seconds"], cpu=saved["cpu_seconds"])
+            first = steps_run = saved["step"]
+            first += 1
+            ckpt.note_resumed(saved["step"], saved["wall_seconds"], saved["cpu_seconds"])
+            # a shorter run ended here without asking stop_when; an uninterrupted one would ask
+            if not saved["asked"] and stop_when is not None and saved["step"] < steps and stop_when(history):
+                stopped_early, first = True, steps + 1
         batches = _batches(data, batch_size, gen)
         model.train()
         losses: list[float] = []
@@ -247,7 +317,9 @@ def fit(
             from tqdm.auto import tqdm as bar_type
         else:
             bar_type = tqdm
-        bar = bar_type(range(1, steps + 1), desc=desc, disable=not show, leave=False)
+        bar = bar_type(range(first, steps + 1), desc=desc, disable=not show, leave=False,
+                       initial=first - 1, total=steps)
+        last_save = time.perf_counter()
         for step in bar:
             x, y = next(batches)
             x, y = x.to(device), y.to(device)
@@ -268,12 +340,17 @@ def fit(
                 if stop_when is not None and step < steps and stop_when(history):
                     stopped_early = True
                     break
+                if checkpoint is not None and (step == steps or time.perf_counter() - last_save >= checkpoint_seconds):
+                    save_checkpoint(step, asked=step < steps)
+                    last_save = time.perf_counter()
         bar.close()
+    if checkpoint is not None and stopped_early:
+        Path(checkpoint).unlink(missing_ok=True)
     if select is not None:
         if best["state"] is None:
             raise ValueError(f"select={select!r}: evaluate() never returned that metric")
         model.load_state_dict(best["state"])
-    seconds = time.perf_counter() - start
+    seconds = prior["wall"] + time.perf_counter() - wall_start
     return {
         "history": history,
         "final": final,
@@ -282,10 +359,10 @@ def fit(
         "selected_step": best["step"],
         "precision": precision,
         "seconds": seconds,
-        "steps_per_second": steps_run / seconds,
+        "steps_per_second": (steps_run - (saved["step"] if saved else 0)) / (time.perf_counter() - wall_start),
         "device": str(device),
+        "resumed_from_step": None if saved is None else saved["step"],
     }
-
 
 @torch.no_grad()
 def accuracy(model: nn.Module, data: Dataset, batch_size: int = 512) -> float:

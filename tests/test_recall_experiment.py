@@ -126,6 +126,20 @@ def test_a_run_at_the_cap_is_run_again_with_a_higher_cap(tmp_path):
     assert final_records(reader, [recall_config("cpu", kind="hybrid")], fake_run) == []
 
 
+def test_a_raised_cap_continues_the_capped_run_through_the_store(tmp_path):
+    settings = {k: v for k, v in profile_settings("smoke").items() if k != "seeds"}
+    low, high = ({**settings, "kind": "hybrid", "max_steps": n, "plateau_min_steps": 1000} for n in (5, 10))
+    straight = train_recall(high)  # outside the store: no checkpoint
+    store = ResultsStore("smoke", root=tmp_path)
+    store.record("recall", low, train_recall)
+    assert list((tmp_path / "smoke" / ".checkpoints").glob("recall-*.pt")), "a capped run keeps its state"
+    raised = store.record("recall", high, train_recall)
+    assert raised["provenance"]["resumed_from_step"] == 5 and raised["result"]["resumed_from_step"] == 5
+    assert raised["result"]["history"] == straight["history"]
+    assert raised["result"]["length_correct"] == straight["length_correct"]
+    assert raised["provenance"]["cpu_seconds"] >= store.get("recall", low, train_recall)["provenance"]["cpu_seconds"]
+
+
 def test_model_labels():
     assert model_label("transformer", "rope") == "Transformer (RoPE)"
     assert model_label("mamba") == "Mamba" and model_label("hybrid") == "Hybrid"

@@ -189,3 +189,91 @@ def test_select_ends_with_the_weights_of_the_best_evaluation():
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), snapshots[1]))
     with pytest.raises(ValueError, match="never returned"):
         fit(make_model(0), blobs(), steps=5, seed=0, select="missing", evaluate=lambda m: {}, device="cpu")
+
+
+def noisy_stream(seed=0):
+    """A batch function drawing from a numpy generator outside fit (as the recall task does),
+    with its state for fit's ``caller_state``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centers = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.5]])
+
+    def batch(gen):
+        y = torch.from_numpy(rng.integers(0, 3, 32))
+        return centers[y] + torch.from_numpy(rng.normal(size=(32, 2))).float() * 0.5, y
+
+    def get():
+        return rng.bit_generator.state
+
+    def set_(state):
+        rng.bit_generator.state = state
+
+    return batch, (get, set_)
+
+
+class Killed(Exception):
+    pass
+
+
+def run_stream(steps, checkpoint=None, kill_at=None):
+    batch, state = noisy_stream()
+    model = make_model(0)
+
+    def evaluate(m):
+        if kill_at is not None and (len(seen) + 1) * 10 == kill_at:  # evaluating step kill_at
+            raise Killed
+        seen.append(1)
+        return {"w": float(m[0].weight.sum())}
+
+    seen = []
+    record = fit(model, batch, steps=steps, seed=0, lr=3e-2, warmup_steps=5, schedule="constant",
+                 evaluate=evaluate, eval_every=10, device="cpu", checkpoint=checkpoint,
+                 checkpoint_seconds=1e-9, caller_state=state)
+    return model, record
+
+
+def test_a_killed_run_resumes_where_it_stopped_and_computes_the_same_steps(tmp_path):
+    straight_model, straight = run_stream(60)
+    path = tmp_path / "run.pt"
+    with pytest.raises(Killed):
+        run_stream(60, path, kill_at=40)  # killed at the evaluation of step 40: last save at step 30
+    assert path.exists()
+    model, record = run_stream(60, path)
+    assert record["resumed_from_step"] == 30 and straight["resumed_from_step"] is None
+    assert record["history"] == straight["history"] and record["steps_run"] == 60
+    for a, b in zip(model.state_dict().values(), straight_model.state_dict().values()):
+        assert torch.equal(a, b)
+    # a longer run continues a finished shorter one (constant schedule) instead of repeating it
+    other = tmp_path / "short.pt"
+    run_stream(30, other)
+    longer_model, longer = run_stream(60, other)
+    assert longer["resumed_from_step"] == 30 and longer["history"] == straight["history"]
+    assert all(torch.equal(a, b) for a, b in zip(longer_model.state_dict().values(),
+                                                  straight_model.state_dict().values()))
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    path = tmp_path / "run.pt"
+    run_stream(20, path)
+    batch, state = noisy_stream()
+    with pytest.raises(ValueError, match=r"belongs to another run \(lr: saved 0.03, now 0.01\)"):
+        fit(make_model(0), batch, steps=40, seed=0, lr=1e-2, warmup_steps=5, schedule="constant",
+            eval_every=10, device="cpu", checkpoint=path, caller_state=state)
+    with pytest.raises(ValueError, match="step 20 > steps=10"):
+        fit(make_model(0), batch, steps=10, seed=0, lr=3e-2, warmup_steps=5, schedule="constant",
+            eval_every=10, device="cpu", checkpoint=path, caller_state=state)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="does not load.*delete it"):
+        run_stream(20, path)
+    with pytest.raises(ValueError, match="checkpoint.*a Dataset"):
+        fit(make_model(0), blobs(), steps=10, seed=0, device="cpu", checkpoint=tmp_path / "x.pt")
+
+
+def test_an_early_stop_removes_the_checkpoint(tmp_path):
+    batch, state = noisy_stream()
+    path = tmp_path / "run.pt"
+    record = fit(make_model(0), batch, steps=100, seed=0, lr=3e-2, schedule="constant", eval_every=10,
+                 device="cpu", evaluate=lambda m: {"x": 1.0}, stop_when=lambda h: len(h["step"]) >= 3,
+                 checkpoint=path, checkpoint_seconds=1e-9, caller_state=state)
+    assert record["stopped_early"] and record["steps_run"] == 30 and not path.exists()

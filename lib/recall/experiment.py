@@ -27,6 +27,11 @@ After training, accuracy is measured at every length from tau + 2 to 3L and at
 the ``far`` multiples of L beyond (:func:`lib.recall.task.evaluation_lengths`),
 with ``per_length`` fresh sequences per length (a fixed stream): the record keeps
 the number correct, so every accuracy comes with its binomial interval.
+
+Run through the results store, training saves a checkpoint every few minutes
+(:mod:`lib.checkpoint`): a killed run resumes where it was, and a run whose cap
+was raised (:func:`lib.recall.plan.cap_ladder`) continues from the end of the
+capped one instead of repeating its steps.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..checkpoint import checkpoint_file
 from ..config import normalise, require, takes
 from ..train import default_device, fit, seeded
 from .models import KINDS, POSITIONS, RecallModel, mamba_backend, mamba_state_floats, set_mamba_scan
@@ -179,6 +185,15 @@ def build_model(c: dict[str, Any]) -> RecallModel:
                            heads=c["heads"], max_len=max(3, far) * c["L"], fast_scan=c["fast_scan"])
 
 
+def checkpoint_name(c: dict[str, Any]) -> str:
+    """The training checkpoint's name for a normalised configuration: one name for every
+    ``max_steps``, so a run with a raised cap continues where the capped run stopped (the
+    schedule is constant after warm-up, so the first steps are the same; see :mod:`lib.checkpoint`)."""
+    from ..store import config_hash
+
+    return "recall-" + config_hash({**c, "max_steps": None})
+
+
 def _finite_or_none(values: list[float]) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in values]
 
@@ -217,11 +232,19 @@ def train_recall(config: dict[str, Any], return_model: bool = False):
         seen["correct"] = seen["total"] = 0
         return {"val_accuracy": batch_accuracy(m, val_tokens, val_labels), "train_accuracy": train_acc}
 
+    def get_state() -> dict[str, Any]:
+        return {"data": train_rng.bit_generator.state, "seen": dict(seen)}
+
+    def set_state(state: dict[str, Any]) -> None:
+        train_rng.bit_generator.state = state["data"]
+        seen.update(state["seen"])
+
     record = fit(
         model, batch_fn, steps=c["max_steps"], seed=c["seed"], lr=c["lr"], warmup_steps=c["warmup_steps"],
         schedule="constant", loss_fn=loss_fn, evaluate=evaluate, eval_every=c["eval_every"],
         stop_when=lambda h: stop_reason(h, c) is not None,
         device=default_device(), desc=model_label(c["kind"], c["position"]),
+        checkpoint=checkpoint_file(checkpoint_name(c)), caller_state=(get_state, set_state),
     )
     reason = stop_reason(record["history"], c, at_cap=True)
     record["history"]["train_loss"] = _finite_or_none(record["history"]["train_loss"])
