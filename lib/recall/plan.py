@@ -77,7 +77,8 @@ CAP_RAISES = {"smoke": 0, "cpu": 2, "gpu": 2}
 """How often, per profile, a run that stopped at its step cap is run again with a higher cap.
 Never at smoke, whose runs stop at a ten-step cap by design. A higher cap changes nothing
 before the old one: training is seeded and its rate constant after warm-up, so the run
-repeats the capped run's steps and goes on (tested; checked on the first raised runs)."""
+repeats the capped run's steps and goes on (tested; checked on the first raised runs); run
+through the store it continues from the capped run's checkpoint (:mod:`lib.checkpoint`)."""
 
 
 def cap_ladder(config: dict[str, Any], profile: str) -> list[dict[str, Any]]:
