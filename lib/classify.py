@@ -91,8 +91,15 @@ class ClassifierConfig:
         require(0 <= self.val_fraction < 0.5, "val_fraction", self.val_fraction, "in [0, 0.5)")
 
 
+TRANSLATION_PAD = {"mnist": 2, "cifar10": 4}
+"""Largest random translation (pixels, each axis) of the training augmentation per dataset."""
+
+
 def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Per-image random translation by up to ``pad`` pixels (zero padding) and optional horizontal flip.
+    """Per-image random translation by up to ``pad`` pixels and optional horizontal flip.
+
+    The uncovered border is 0 in normalised units, i.e. the training set's mean colour
+    (:func:`on_canvas` pads test images with black instead).
 
     x (B, C, H, W) -> (B, C, H, W).
     """
@@ -200,7 +207,7 @@ def train_classifier(config: dict[str, Any], return_model: bool = False, model: 
         eval_every, select = max(1, steps_per_epoch // 2), None
     start, cpu_start = time.perf_counter(), time.process_time()
     record = fit(
-        model, augmented_batches(images, labels, config["batch_size"], pad=2 if name == "mnist" else 4,
+        model, augmented_batches(images, labels, config["batch_size"], pad=TRANSLATION_PAD[name],
                                  flip=name == "cifar10"),
         steps=steps, seed=config["seed"], lr=config["lr"], weight_decay=config["weight_decay"],
         warmup_steps=config["warmup_epochs"] * steps_per_epoch, clip_grad_norm=1.0,
