@@ -62,6 +62,12 @@ def note_resumed(step: int, wall_seconds: float, cpu_seconds: float) -> None:
         scope["resumed"] = {"resumed_from_step": step, "wall_seconds": wall_seconds, "cpu_seconds": cpu_seconds}
 
 
+def resumed_here() -> dict[str, Any] | None:
+    """:func:`resumed_time` of the current scope (``None`` outside a scope or without a resume)."""
+    scope = _SCOPE.get()
+    return None if scope is None else scope["resumed"]
+
+
 def resumed_time(scope: dict[str, Any]) -> dict[str, Any] | None:
     """``{"resumed_from_step", "wall_seconds", "cpu_seconds"}`` of the segments before a resume
     within ``scope``, or ``None`` when the run started from scratch."""

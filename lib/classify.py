@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from .checkpoint import checkpoint_file, resumed_here
 from .config import normalise, require, takes
 from .data import MEAN_STD, SHAPES, load_images, normalise_images  # noqa: F401 (re-exported)
 from .train import BatchFn, accuracy, fit
@@ -177,6 +178,13 @@ def build_vit(config: dict[str, Any]) -> ViT:
 
 
 @takes(ClassifierConfig)
+def checkpoint_name(config: dict[str, Any]) -> str:
+    """The training checkpoint's name for a normalised configuration (see :mod:`lib.checkpoint`)."""
+    from .store import config_hash
+
+    return "classifier-" + config_hash(config)
+
+
 def train_classifier(config: dict[str, Any], return_model: bool = False, model: nn.Module | None = None):
     """Train the configured ViT; returns the JSON-able result (and the model when asked).
 
@@ -193,6 +201,9 @@ def train_classifier(config: dict[str, Any], return_model: bool = False, model: 
     images, labels = train.tensors
     steps_per_epoch = len(images) // config["batch_size"]
     steps = config["epochs"] * steps_per_epoch
+    # in the results store, a checkpoint every 10 minutes (at an evaluation) lets a killed run
+    # resume; not for a caller's own model, which the configuration does not describe
+    checkpoint = checkpoint_file(checkpoint_name(config)) if model is None else None
     model = build_vit(config) if model is None else model
     if val_fraction > 0:  # curves on validation and (unaugmented) training images, once per epoch
         val = load_split(name, "val", val_fraction=val_fraction)
@@ -214,9 +225,15 @@ def train_classifier(config: dict[str, Any], return_model: bool = False, model: 
         loss_fn=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=config["label_smoothing"]),
         evaluate=evaluate, eval_every=eval_every, select=select, decay_exempt=config["decay_exempt"],
         precision=config["precision"], compile=config["compile"],
-        desc=f"{name} {config['position']} seed {config['seed']}",
+        desc=f"{name} {config['position']} seed {config['seed']}", checkpoint=checkpoint,
     )
     train_seconds, train_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    earlier = resumed_here()  # the segments before a resume count too
+    if earlier is not None:
+        train_seconds += earlier["wall_seconds"]
+        train_cpu_seconds += earlier["cpu_seconds"]
+    if checkpoint is not None:  # finished: a cosine schedule cannot be continued
+        checkpoint.unlink(missing_ok=True)
     model.eval()
     with torch.no_grad():
         result = {

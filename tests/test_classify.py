@@ -114,3 +114,43 @@ def test_train_classifier_trains_a_caller_supplied_model_with_the_recipe(monkeyp
     assert result["parameters"] == 28 * 28 * 10 + 10 and "val_accuracy" in result
     _, default = train_classifier(config, return_model=True)  # without it, the configured ViT
     assert type(default).__name__ == "ViT"
+
+
+def test_a_killed_classifier_run_resumes_from_its_checkpoint(tiny_mnist, tmp_path, monkeypatch):
+    import lib.classify as classify
+    from lib.checkpoint import checkpoint_scope
+
+    config = dict(dataset="mnist", val_fraction=0.2, epochs=3, batch_size=16, dim=16, depth=1, heads=2, mlp_dim=16,
+                  decay_exempt=True, precision="fp32")
+    straight = train_classifier(config)  # outside a store: no checkpoint
+
+    class Killed(Exception):
+        pass
+
+    real_fit = classify.fit
+
+    def killed_at_epoch_2(*args, **kwargs):  # saves at every evaluation, dies at the second
+        evaluate, calls = kwargs["evaluate"], []
+
+        def dying(m):
+            calls.append(1)
+            if len(calls) == 2:
+                raise Killed
+            return evaluate(m)
+
+        return real_fit(*args, **{**kwargs, "evaluate": dying, "checkpoint_seconds": 1e-9})
+
+    directory = tmp_path / "checkpoints"
+    monkeypatch.setattr(classify, "fit", killed_at_epoch_2)
+    with checkpoint_scope(directory), pytest.raises(Killed):
+        train_classifier(config)
+    assert len(list(directory.glob("classifier-*.pt"))) == 1  # epoch 1's state
+    monkeypatch.setattr(classify, "fit", real_fit)
+    with checkpoint_scope(directory) as scope:
+        resumed = train_classifier(config)
+    assert scope["resumed"]["resumed_from_step"] == straight["history"]["step"][0]
+    assert resumed["history"] == straight["history"]
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+    assert resumed["val_accuracy"] == straight["val_accuracy"]
+    assert resumed["train_cpu_seconds"] > scope["resumed"]["cpu_seconds"] > 0  # both segments counted
+    assert not list(directory.glob("*.pt"))  # a finished run leaves no checkpoint
