@@ -177,7 +177,6 @@ def build_vit(config: dict[str, Any]) -> ViT:
                mlp_dim=c["mlp_dim"], pool=c["pool"], dropout=c["dropout"], seed=c["seed"])
 
 
-@takes(ClassifierConfig)
 def checkpoint_name(config: dict[str, Any]) -> str:
     """The training checkpoint's name for a normalised configuration (see :mod:`lib.checkpoint`)."""
     from .store import config_hash
@@ -185,6 +184,7 @@ def checkpoint_name(config: dict[str, Any]) -> str:
     return "classifier-" + config_hash(config)
 
 
+@takes(ClassifierConfig)
 def train_classifier(config: dict[str, Any], return_model: bool = False, model: nn.Module | None = None):
     """Train the configured ViT; returns the JSON-able result (and the model when asked).
 

@@ -154,3 +154,20 @@ def test_a_killed_classifier_run_resumes_from_its_checkpoint(tiny_mnist, tmp_pat
     assert resumed["val_accuracy"] == straight["val_accuracy"]
     assert resumed["train_cpu_seconds"] > scope["resumed"]["cpu_seconds"] > 0  # both segments counted
     assert not list(directory.glob("*.pt"))  # a finished run leaves no checkpoint
+
+
+def test_every_committed_classifier_record_is_found_under_its_normalised_config():
+    """The store hashes train_classifier's configurations through ClassifierConfig; a record
+    filed under another hash would be recomputed instead of read."""
+    import json
+    from pathlib import Path
+
+    from lib.config import config_class_of
+    from lib.store import config_hash, normalised
+
+    assert config_class_of(train_classifier) is ClassifierConfig
+    files = sorted((Path(__file__).resolve().parents[1] / "results/cpu/vit-positions").glob("vit-positions-*.json"))
+    assert files
+    for path in files:
+        config = json.loads(path.read_text())["config"]
+        assert path.stem == "vit-positions-" + config_hash(normalised(config, train_classifier)), path
