@@ -38,10 +38,14 @@ _SCOPE: ContextVar[dict[str, Any] | None] = ContextVar("checkpoint_scope", defau
 
 
 @contextlib.contextmanager
-def checkpoint_scope(directory: str | os.PathLike) -> Iterator[dict[str, Any]]:
+def checkpoint_scope(directory: str | os.PathLike, record: str | None = None) -> Iterator[dict[str, Any]]:
     """Within the block, :func:`checkpoint_file` names files in ``directory``; yields the
-    scope, whose ``"resumed"`` entry a resumed :func:`lib.train.fit` fills (see :func:`resumed_time`)."""
-    scope: dict[str, Any] = {"directory": Path(directory), "resumed": None}
+    scope, whose ``"resumed"`` entry a resumed :func:`lib.train.fit` fills (see :func:`resumed_time`).
+
+    ``record`` is the name of the record being computed (the store passes its file stem);
+    :func:`record_checkpoint` names a file after it and lists it in ``"discard"``, for the
+    store to delete once the record is written."""
+    scope: dict[str, Any] = {"directory": Path(directory), "resumed": None, "record": record, "discard": []}
     token = _SCOPE.set(scope)
     try:
         yield scope
@@ -53,6 +57,19 @@ def checkpoint_file(name: str) -> Path | None:
     """``<directory>/<name>.pt`` inside a :func:`checkpoint_scope`, else ``None`` (no checkpoints)."""
     scope = _SCOPE.get()
     return None if scope is None else scope["directory"] / f"{name}.pt"
+
+
+def record_checkpoint() -> Path | None:
+    """``<directory>/<record>.pt`` for a run that cannot be continued once finished (a decaying
+    schedule): named after the record being computed, so two experiments that train the same
+    configuration never share a file, and deleted by the store after it writes the record (a run
+    killed during its final evaluation still resumes). ``None`` outside a store's scope."""
+    scope = _SCOPE.get()
+    if scope is None or scope["record"] is None:
+        return None
+    path = scope["directory"] / f"{scope['record']}.pt"
+    scope["discard"].append(path)
+    return path
 
 
 def note_resumed(step: int, wall_seconds: float, cpu_seconds: float) -> None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from .checkpoint import checkpoint_file, resumed_here
+from .checkpoint import record_checkpoint, resumed_here
 from .config import normalise, require, takes
 from .data import MEAN_STD, SHAPES, load_images, normalise_images  # noqa: F401 (re-exported)
 from .train import BatchFn, accuracy, fit
@@ -177,13 +177,6 @@ def build_vit(config: dict[str, Any]) -> ViT:
                mlp_dim=c["mlp_dim"], pool=c["pool"], dropout=c["dropout"], seed=c["seed"])
 
 
-def checkpoint_name(config: dict[str, Any]) -> str:
-    """The training checkpoint's name for a normalised configuration (see :mod:`lib.checkpoint`)."""
-    from .store import config_hash
-
-    return "classifier-" + config_hash(config)
-
-
 @takes(ClassifierConfig)
 def train_classifier(config: dict[str, Any], return_model: bool = False, model: nn.Module | None = None):
     """Train the configured ViT; returns the JSON-able result (and the model when asked).
@@ -203,7 +196,7 @@ def train_classifier(config: dict[str, Any], return_model: bool = False, model: 
     steps = config["epochs"] * steps_per_epoch
     # in the results store, a checkpoint every 10 minutes (at an evaluation) lets a killed run
     # resume; not for a caller's own model, which the configuration does not describe
-    checkpoint = checkpoint_file(checkpoint_name(config)) if model is None else None
+    checkpoint = record_checkpoint() if model is None else None
     model = build_vit(config) if model is None else model
     if val_fraction > 0:  # curves on validation and (unaugmented) training images, once per epoch
         val = load_split(name, "val", val_fraction=val_fraction)
@@ -232,8 +225,6 @@ def train_classifier(config: dict[str, Any], return_model: bool = False, model: 
     if earlier is not None:
         train_seconds += earlier["wall_seconds"]
         train_cpu_seconds += earlier["cpu_seconds"]
-    if checkpoint is not None:  # finished: a cosine schedule cannot be continued
-        checkpoint.unlink(missing_ok=True)
     model.eval()
     with torch.no_grad():
         result = {

@@ -309,7 +309,7 @@ class ResultsStore:
             if path.exists():  # finished by another process while we waited
                 return self._read(path)
             clock = Clock()
-            with checkpoint_scope(self.root / ".checkpoints") as scope:
+            with checkpoint_scope(self.root / ".checkpoints", record=path.stem) as scope:
                 result = fn(config)
             seconds = clock.stop()
             resumed = resumed_time(scope)
@@ -317,8 +317,11 @@ class ResultsStore:
                 seconds.update(wall_seconds=round(seconds["wall_seconds"] + resumed["wall_seconds"], 3),
                                cpu_seconds=round(seconds["cpu_seconds"] + resumed["cpu_seconds"], 3),
                                resumed_from_step=resumed["resumed_from_step"])
-            return self.put(name, config, result, seconds["wall_seconds"],
-                            extra={"provenance": {**provenance(), **seconds}})
+            record = self.put(name, config, result, seconds["wall_seconds"],
+                              extra={"provenance": {**provenance(), **seconds}})
+            for finished in scope["discard"]:  # see lib.checkpoint.record_checkpoint
+                finished.unlink(missing_ok=True)
+            return record
 
     def record(self, name: str, config: dict[str, Any], fn: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
         """The stored record of ``(name, config)``; computes ``fn(config)`` and stores it if missing."""

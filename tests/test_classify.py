@@ -142,18 +142,39 @@ def test_a_killed_classifier_run_resumes_from_its_checkpoint(tiny_mnist, tmp_pat
 
     directory = tmp_path / "checkpoints"
     monkeypatch.setattr(classify, "fit", killed_at_epoch_2)
-    with checkpoint_scope(directory), pytest.raises(Killed):
+    with checkpoint_scope(directory, record="exp-1234"), pytest.raises(Killed):
         train_classifier(config)
-    assert len(list(directory.glob("classifier-*.pt"))) == 1  # epoch 1's state
+    assert [p.name for p in directory.glob("*.pt")] == ["exp-1234.pt"]  # epoch 1's state
     monkeypatch.setattr(classify, "fit", real_fit)
-    with checkpoint_scope(directory) as scope:
+    with checkpoint_scope(directory, record="exp-1234") as scope:
         resumed = train_classifier(config)
     assert scope["resumed"]["resumed_from_step"] == straight["history"]["step"][0]
     assert resumed["history"] == straight["history"]
     assert resumed["test_accuracy"] == straight["test_accuracy"]
     assert resumed["val_accuracy"] == straight["val_accuracy"]
     assert resumed["train_cpu_seconds"] > scope["resumed"]["cpu_seconds"] > 0  # both segments counted
-    assert not list(directory.glob("*.pt"))  # a finished run leaves no checkpoint
+    assert scope["discard"] == [directory / "exp-1234.pt"]  # for the store to delete after writing
+
+
+def test_the_store_deletes_a_record_checkpoint_only_after_writing_the_record(tmp_path):
+    from lib.checkpoint import record_checkpoint
+    from lib.store import ResultsStore
+
+    store = ResultsStore("cpu", root=tmp_path)
+    seen = {}
+
+    def experiment(config):
+        path = record_checkpoint()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"state")
+        seen["path"], seen["stored_before"] = path, any((tmp_path / "cpu" / "exp").glob("*.json"))
+        return {"n": config["n"]}
+
+    record = store.load_or_run("exp", {"n": 3}, experiment)
+    assert seen["path"].name == store.path("exp", {"n": 3}).stem + ".pt"  # named after the record
+    assert not seen["stored_before"] and record == {"n": 3} and store.path("exp", {"n": 3}).exists()
+    assert not seen["path"].exists()  # deleted once the record was written
+    assert record_checkpoint() is None  # outside the store's scope
 
 
 def test_every_committed_classifier_record_is_found_under_its_normalised_config():
