@@ -28,3 +28,22 @@ def test_record_sits_at_the_hash_of_its_normalised_config(path):
     if name in CLASSES:
         assert normalise(CLASSES[name], config) == config, "stored configs are already normalised"
     assert path.name == f"{name}-{config_hash(config)}.json"
+
+
+
+def test_committed_checkpoints_belong_to_runs_in_progress():
+    """Committed checkpoints (README) are of unfinished runs: a classifier's is named
+    after its record and deleted when the record is written; a recall run's is kept
+    only while its stored records stopped at the cap (a raised cap continues it)."""
+    from lib import checkpoint
+    from lib.recall.experiment import checkpoint_name
+
+    recall = [json.loads(p.read_text()) for p in (ROOT / "recall").glob("recall-*.json")]
+    for path in sorted((ROOT / ".checkpoints").glob("*.pt")):
+        state = checkpoint.load(path)
+        assert state is not None and state["step"] > 0, path.name
+        experiment = path.stem.rsplit("-", 1)[0]
+        assert (ROOT / experiment).is_dir(), f"{path.name}: no experiment {experiment}"
+        assert not (ROOT / experiment / f"{path.stem}.json").exists(), f"{path.name}: its record exists"
+        mine = [r for r in recall if checkpoint_name(r["config"]) == path.stem]
+        assert all(r["result"]["stop_reason"] == "cap" for r in mine), f"{path.name}: its run stopped"
