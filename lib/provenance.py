@@ -51,6 +51,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (from /proc/cpuinfo on Linux; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16() -> bool:
+    """Whether the CPU has bf16 matrix instructions (AVX-512 BF16 or AMX-BF16): two machines
+    that print the same model name can differ here, and bf16 autocast with them."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def device_name() -> str:
     """The GPU's name when CUDA is available, else the CPU model."""
     import torch

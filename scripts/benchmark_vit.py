@@ -45,7 +45,7 @@ import torch.nn.functional as F
 import vit_pytorch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib.provenance import cpu_model
+from lib.provenance import cpu_model, native_bf16
 from lib.store import ResultsStore
 from lib.train import resolve_precision
 from lib.vit import POSITION_SCHEMES, ViT
@@ -196,6 +196,8 @@ def main() -> None:
     config = {"threads": args.threads, "steps": args.steps, "repeats": args.repeats, "batch": BATCH,
               "schemes": args.schemes, "compile_schemes": args.compile_schemes, "version": 2, "cpu": cpu_model(),
               "torch": torch.__version__, "vit_pytorch": importlib.metadata.version("vit-pytorch")}
+    if native_bf16():  # machines of one model name differ here (the key of older records lacks it)
+        config["bf16_instructions"] = True
     report(ResultsStore("cpu").load_or_run("vit-benchmark", config, benchmark))
 
 
