@@ -16,11 +16,14 @@ Three options change how the same steps are computed, not what they compute:
   of Heo et al. (2024) and timm. :func:`parameter_groups` builds the groups.
 - ``precision``: ``"fp32"``; ``"bf16"`` (autocast of the forward pass and the
   loss to bfloat16, weights and optimiser in fp32); or ``"auto"``, which picks
-  bf16 only where it is faster: on CUDA when the GPU supports it, on a CPU when a
-  bf16 matrix product measured here runs at least :data:`BF16_MIN_SPEEDUP` times
-  the fp32 rate (CPUs without native bf16 instructions emulate it and run it
-  tens of times slower). :func:`resolve_precision` decides; the record says
-  which precision ran.
+  bf16 on CUDA when the GPU supports it, and on a CPU when a bf16 matrix
+  product measured here runs at least :data:`BF16_MIN_SPEEDUP` times the fp32
+  rate (CPUs without native bf16 instructions emulate it and run it tens of
+  times slower). A faster product does not make a faster training step: on a
+  CPU with bf16 instructions, where ``"auto"`` picks bf16, autocast slowed the
+  training step of most schemes of the book's small ViT (the records of
+  ``scripts/benchmark_vit.py``), so the book's CPU runs ask for fp32.
+  :func:`resolve_precision` decides; the record says which precision ran.
 - ``compile``: wrap the model in ``torch.compile`` for training.
 
 With ``checkpoint`` (a file), ``fit`` saves its whole state there every
