@@ -47,3 +47,20 @@ def test_committed_checkpoints_belong_to_runs_in_progress():
         assert not (ROOT / experiment / f"{path.stem}.json").exists(), f"{path.name}: its record exists"
         mine = [r for r in recall if checkpoint_name(r["config"]) == path.stem]
         assert all(r["result"]["stop_reason"] == "cap" for r in mine), f"{path.name}: its run stopped"
+
+
+def test_every_recall_record_is_made_by_the_plan():
+    """Every committed recall record is a learning-rate sweep run, a planned run or a
+    probe of lib.recall.plan (on some rung of its cap ladder): one command remakes it."""
+    from lib.recall.plan import (FAMILIES, cap_ladder, learning_rates, probe_configs,
+                                 problem_configs, sweep_configs)
+    from lib.store import ResultsStore
+
+    lrs = {f: v["use"] for f, v in learning_rates(ResultsStore.committed("cpu"), "cpu").items()}
+    configs = [c for f in FAMILIES for c in sweep_configs("cpu", f)]
+    configs += [c for p in (1, 2, 3) for c in problem_configs(p, "cpu", lrs)]
+    configs += [c for group in probe_configs("cpu", lrs).values() for c in group]
+    made = {config_hash(rung) for c in configs for rung in cap_ladder(c, "cpu")}
+    stray = [p.name for p in sorted((ROOT / "recall").glob("recall-*.json"))
+             if config_hash(json.loads(p.read_text())["config"]) not in made]
+    assert not stray, f"records no command of lib.recall.plan makes: {stray}"

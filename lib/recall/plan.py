@@ -7,6 +7,10 @@ command-line sweep always agree on what a setting is::
     python -m lib.recall.plan --profile cpu --families transformer   # Transformer sweeps, then runs
     python -m lib.recall.plan --profile cpu --families mamba hybrid  # the models with Mamba layers
     python -m lib.recall.plan --profile cpu --list                   # what is stored, what is missing
+    python -m lib.recall.plan --profile cpu --families mamba --problems 3 --probes mamba-tau10-horizon
+
+``--probes`` (all, or those named) also runs the probes the chapters read besides the
+planned runs (:func:`probe_configs`), so every committed record has a command that makes it.
 
 A family's main runs are planned only once its learning-rate sweep is complete
 and its best rate lies strictly inside the grid (:func:`lr_choice`); extend
@@ -194,6 +198,53 @@ def problem_configs(problem: int, profile: str, lrs: dict[Family, float | None],
     return out
 
 
+HORIZON = 3
+"""A horizon probe's plateau minimum, in multiples of the profile's ``plateau_min_steps``."""
+
+
+def neighbours(family: Family, lr: float) -> tuple[float, ...]:
+    """The rates either side of ``lr`` in the family's :data:`LR_GRIDS` (one at an end)."""
+    grid = LR_GRIDS[family]
+    i = grid.index(lr)
+    return grid[max(i - 1, 0):i] + grid[i + 1:i + 2]
+
+
+def probe_configs(profile: str, lrs: dict[Family, float | None]) -> dict[str, list[dict[str, Any]]]:
+    """The probes the chapters read besides the planned runs, by name: where a planned run
+    stopped on the plateau rule far from the task, the same setting at the neighbouring
+    rates of the family's grid, and with a plateau minimum :data:`HORIZON` times as long.
+    A family without a chosen rate in ``lrs`` has none yet.
+
+    - ``nope-tau5-rates``, ``nope-tau5-horizon``: the NoPE Transformer's induction head
+      with delay 5 (Problem 1; rates on the sweep's two seeds, the horizon on the first);
+    - ``mamba-tau10-rates``, ``mamba-tau10-horizon``: Mamba, d = 64, width 64, full AR
+      (M = 16) with delay 10 (Problem 3b; rates on the first seed, the horizon on every seed);
+    - ``mamba-width8-rates``: Mamba with width = d = 8 on full AR (Problem 3a, first seed).
+    """
+    settings = profile_settings(profile)
+    seeds, horizon = settings["seeds"], HORIZON * settings["plateau_min_steps"]
+    out: dict[str, list[dict[str, Any]]] = {}
+    nope, mamba = lrs.get(("transformer", "none")), lrs.get(("mamba", "none"))
+    if nope is not None:
+        task = dict(kind="transformer", position="none", M=1, tau=5)
+        out["nope-tau5-rates"] = [recall_config(profile, lr=lr, seed=seed, **task)
+                                  for lr in neighbours(("transformer", "none"), nope)
+                                  for seed in seeds[:LR_SEEDS]]
+        out["nope-tau5-horizon"] = [recall_config(profile, lr=nope, seed=seeds[0],
+                                                  plateau_min_steps=horizon, **task)]
+    if mamba is not None:
+        delay = dict(kind="mamba", d=64, width=64, M=16, tau=10)
+        out["mamba-tau10-rates"] = [recall_config(profile, lr=lr, seed=seeds[0], **delay)
+                                    for lr in neighbours(("mamba", "none"), mamba)]
+        out["mamba-tau10-horizon"] = [recall_config(profile, lr=mamba, seed=seed,
+                                                    plateau_min_steps=horizon, **delay)
+                                      for seed in seeds]
+        out["mamba-width8-rates"] = [recall_config(profile, kind="mamba", d=8, width=8, M=16, tau=1,
+                                                   lr=lr, seed=seeds[0])
+                                     for lr in neighbours(("mamba", "none"), mamba)]
+    return out
+
+
 def _main(argv: Sequence[str] | None = None) -> None:
     import torch
 
@@ -204,6 +255,8 @@ def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--families", nargs="+", default=["transformer", "mamba", "hybrid"],
                         help="kinds to run: transformer, mamba, hybrid")
     parser.add_argument("--problems", nargs="+", type=int, default=[2, 1, 3])
+    parser.add_argument("--probes", nargs="*", default=None, metavar="NAME",
+                        help="after the problems, the chapters' probes (all, or those named; see probe_configs)")
     parser.add_argument("--list", action="store_true", help="only say what is stored and what is missing")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -221,6 +274,17 @@ def _main(argv: Sequence[str] | None = None) -> None:
         configs = problem_configs(problem, args.profile, lrs)
         records = final_records(store, configs) if args.list else sweep_to_a_stop(store, configs)
         print(f"Problem {problem}: {len(records)}/{len(configs)} runs stored", flush=True)
+    if args.probes is not None:
+        probes = probe_configs(args.profile, lrs)
+        unknown = set(args.probes) - set(probes)
+        if unknown:
+            parser.error(f"unknown probes {sorted(unknown)}; known: {sorted(probes)}")
+        for name, configs in probes.items():
+            if args.probes and name not in args.probes:
+                continue
+            records = final_records(store, configs) if args.list else sweep_to_a_stop(store, configs)
+            stops = ", ".join(r["result"]["stop_reason"] for r in records)
+            print(f"probe {name}: {len(records)}/{len(configs)} stored ({stops})", flush=True)
 
 
 if __name__ == "__main__":
