@@ -113,13 +113,13 @@ def fake_run(config):
 
 def test_a_run_at_the_cap_is_run_again_with_a_higher_cap(tmp_path):
     store = ResultsStore("cpu", root=tmp_path)
-    low, high = (recall_config("cpu", kind="mamba", max_steps=m) for m in (40, 10))
-    assert [c["max_steps"] for c in cap_ladder(low, "cpu")] == [40, 100, 250]
+    low, high = (recall_config("cpu", kind="mamba", max_steps=m) for m in (40, 4))
+    assert [c["max_steps"] for c in cap_ladder(low, "cpu")] == [40, 100, 250, 625]
     assert cap_ladder(low, "smoke") == [recall_config("smoke", **low)]  # never raised at smoke
     records = sweep_to_a_stop(store, [low, high], fake_run)
     assert [(r["config"]["max_steps"], r["result"]["stop_reason"]) for r in records] == [(100, "converged"),
                                                                                         (62, "cap")]
-    assert len(store.records("recall")) == 5  # 40, 100; 10, 25, 62: nothing beyond the ladder
+    assert len(store.records("recall")) == 6  # 40, 100; 4, 10, 25, 62: nothing beyond the ladder
     reader = ResultsStore("cpu", root=tmp_path, read_only=True)
     (tmp_path / "cpu" / "recall" / store.path("recall", low).name).unlink()  # the capped run removed:
     assert sweep_to_a_stop(reader, [low], fake_run) == records[:1]  # the raised one still stands for it

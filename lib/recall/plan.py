@@ -76,9 +76,10 @@ def stored(store, configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 CAP_FACTOR = 2.5
-"""How much a cap is raised: 40,000 steps, then 100,000, then 250,000 at the cpu profile."""
-CAP_RAISES = {"smoke": 0, "cpu": 2, "gpu": 2}
-"""How often, per profile, a run that stopped at its step cap is run again with a higher cap.
+"""How much a cap is raised: 40,000 steps, then 100,000, 250,000 and 625,000 at the cpu profile."""
+CAP_RAISES = {"smoke": 0, "cpu": 3, "gpu": 2}
+"""How often, per profile, a run that stopped at its step cap is run again with a higher cap
+(three times at cpu since 2026-11-30: two probes were still rising at 100,000 and 250,000 steps).
 Never at smoke, whose runs stop at a ten-step cap by design. A higher cap changes nothing
 before the old one: training is seeded and its rate constant after warm-up, so the run
 repeats the capped run's steps and goes on (tested; checked on the first raised runs); run
