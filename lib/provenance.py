@@ -25,19 +25,26 @@ FIELDS = ("git_commit", "git_dirty", "lib_version", "torch_version", "device", "
           "started", "wall_seconds", "cpu_seconds")
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, root: Path = BOOK_ROOT) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(BOOK_ROOT), *args], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def code_version(root: Path = BOOK_ROOT) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout at ``root``: dirty when a tracked file outside
+    ``results/`` differs from the commit (records and the checkpoints a run is updating
+    are data, not code), ``None`` where git cannot tell."""
+    commit = _git("rev-parse", "HEAD", root=root)
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", root=root)
+    return commit, (bool(status) if status is not None else None)
+
+
 @functools.lru_cache(maxsize=1)
 def _code_version() -> tuple[str | None, bool | None]:
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return commit, (bool(status) if status is not None else None)
+    return code_version()
 
 
 def cpu_model() -> str:

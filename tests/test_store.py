@@ -189,6 +189,28 @@ def test_a_missing_record_says_which_command_produces_it(tmp_path):
         store.record("recall", {"n": 1}, lambda c: 1)
 
 
+def test_a_changed_record_or_checkpoint_does_not_make_the_code_dirty(tmp_path):
+    """git_dirty is about the code: a run updating a committed checkpoint or record
+    under results/ must not mark the records written meanwhile as dirty code."""
+    from lib.provenance import code_version
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "results" / "cpu" / ".checkpoints").mkdir(parents=True)
+    (tmp_path / "lib" / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "cpu" / ".checkpoints" / "run.pt").write_text("step 1")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert code_version(tmp_path)[1] is False
+    (tmp_path / "results" / "cpu" / ".checkpoints" / "run.pt").write_text("step 2")
+    assert code_version(tmp_path)[1] is False
+    (tmp_path / "lib" / "code.py").write_text("x = 2\n")
+    assert code_version(tmp_path)[1] is True
+
+
 def test_records_carry_provenance(tmp_path):
     record = ResultsStore("cpu", root=tmp_path).record("exp", {"n": 1}, lambda c: sum(range(10**5)))
     info = describe(record)
