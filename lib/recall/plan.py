@@ -255,7 +255,8 @@ def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--families", nargs="+", default=["transformer", "mamba", "hybrid"],
                         help="kinds to run: transformer, mamba, hybrid")
-    parser.add_argument("--problems", nargs="+", type=int, default=[2, 1, 3])
+    parser.add_argument("--problems", nargs="*", type=int, default=[2, 1, 3],
+                        help="the problems whose planned runs to run (none: only the probes)")
     parser.add_argument("--probes", nargs="*", default=None, metavar="NAME",
                         help="after the problems, the chapters' probes (all, or those named; see probe_configs)")
     parser.add_argument("--list", action="store_true", help="only say what is stored and what is missing")
@@ -277,9 +278,13 @@ def _main(argv: Sequence[str] | None = None) -> None:
         print(f"Problem {problem}: {len(records)}/{len(configs)} runs stored", flush=True)
     if args.probes is not None:
         probes = probe_configs(args.profile, lrs)
-        unknown = set(args.probes) - set(probes)
+        known = set(probe_configs(args.profile, {f: LR_GRIDS[f][0] for f in FAMILIES}))
+        unknown = set(args.probes) - known
         if unknown:
-            parser.error(f"unknown probes {sorted(unknown)}; known: {sorted(probes)}")
+            parser.error(f"unknown probes {sorted(unknown)}; known: {sorted(known)}")
+        for name in sorted(set(args.probes or known) - set(probes)):
+            print(f"probe {name}: not ready (its family is not in --families, or its "
+                  "learning-rate sweep has no chosen rate yet)", flush=True)
         for name, configs in probes.items():
             if args.probes and name not in args.probes:
                 continue
