@@ -72,11 +72,14 @@ def record_checkpoint() -> Path | None:
     return path
 
 
-def note_resumed(step: int, wall_seconds: float, cpu_seconds: float) -> None:
-    """Called by :func:`lib.train.fit` when it resumes: the step and the time already spent."""
+def note_resumed(step: int, wall_seconds: float, cpu_seconds: float,
+                 segments: list[dict[str, Any]] | None = None) -> None:
+    """Called by :func:`lib.train.fit` when it resumes: the step, the time already spent, and
+    the earlier segments (``machine``, ``from_step``, ``to_step``, ``cpu_seconds``, ``wall_seconds``)."""
     scope = _SCOPE.get()
     if scope is not None:
-        scope["resumed"] = {"resumed_from_step": step, "wall_seconds": wall_seconds, "cpu_seconds": cpu_seconds}
+        scope["resumed"] = {"resumed_from_step": step, "wall_seconds": wall_seconds, "cpu_seconds": cpu_seconds,
+                            "segments": list(segments or [])}
 
 
 def resumed_here() -> dict[str, Any] | None:

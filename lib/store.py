@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 from .checkpoint import checkpoint_scope, resumed_time
 from .config import config_class_of, normalise
 from .profiles import check_profile
-from .provenance import Clock, provenance
+from .provenance import Clock, device_name, provenance
 
 if TYPE_CHECKING:
     from .sweep import Executor
@@ -313,10 +313,12 @@ class ResultsStore:
                 result = fn(config)
             seconds = clock.stop()
             resumed = resumed_time(scope)
-            if resumed is not None:  # count the interrupted segments too
+            if resumed is not None:  # count the interrupted segments too, and say where each ran
+                here = {"machine": device_name(), "from_step": resumed["resumed_from_step"], **seconds}
                 seconds.update(wall_seconds=round(seconds["wall_seconds"] + resumed["wall_seconds"], 3),
                                cpu_seconds=round(seconds["cpu_seconds"] + resumed["cpu_seconds"], 3),
-                               resumed_from_step=resumed["resumed_from_step"])
+                               resumed_from_step=resumed["resumed_from_step"],
+                               segments=resumed["segments"] + [here])
             record = self.put(name, config, result, seconds["wall_seconds"],
                               extra={"provenance": {**provenance(), **seconds}})
             for finished in scope["discard"]:  # see lib.checkpoint.record_checkpoint

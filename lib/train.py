@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from .provenance import device_name
 from .seeding import seeded
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -280,6 +281,9 @@ def fit(
 
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     prior = {"wall": 0.0, "cpu": 0.0}
+    # where each segment of a resumed run ran: a committed checkpoint may move machines
+    segments: list[dict[str, Any]] = []
+    segment = {"machine": device_name(), "from_step": saved["step"] if saved is not None else 0}
 
     def save_checkpoint(step: int, asked: bool) -> None:
         ckpt.save(checkpoint, {
@@ -289,6 +293,9 @@ def fit(
             "generator": gen.get_state(), "caller": caller_state[0]() if caller_state else None,
             "wall_seconds": prior["wall"] + time.perf_counter() - wall_start,
             "cpu_seconds": prior["cpu"] + time.process_time() - cpu_start,
+            "segments": segments + [{**segment, "to_step": step,
+                                     "cpu_seconds": round(time.process_time() - cpu_start, 3),
+                                     "wall_seconds": round(time.perf_counter() - wall_start, 3)}],
         })
 
     first, steps_run, stopped_early = 1, 0, False
@@ -306,9 +313,12 @@ def fit(
             if caller_state is not None:
                 caller_state[1](saved["caller"])
             prior.update(wall=saved["wall_seconds"], cpu=saved["cpu_seconds"])
+            segments = saved.get("segments") or [  # a checkpoint older than segments
+                {"machine": None, "from_step": 0, "to_step": saved["step"],
+                 "cpu_seconds": saved["cpu_seconds"], "wall_seconds": saved["wall_seconds"]}]
             first = steps_run = saved["step"]
             first += 1
-            ckpt.note_resumed(saved["step"], saved["wall_seconds"], saved["cpu_seconds"])
+            ckpt.note_resumed(saved["step"], saved["wall_seconds"], saved["cpu_seconds"], segments)
             # a shorter run ended here without asking stop_when; an uninterrupted one would ask
             if not saved["asked"] and stop_when is not None and saved["step"] < steps and stop_when(history):
                 stopped_early, first = True, steps + 1

@@ -135,6 +135,10 @@ def test_a_raised_cap_continues_the_capped_run_through_the_store(tmp_path):
     assert list((tmp_path / "smoke" / ".checkpoints").glob("recall-*.pt")), "a capped run keeps its state"
     raised = store.record("recall", high, train_recall)
     assert raised["provenance"]["resumed_from_step"] == 5 and raised["result"]["resumed_from_step"] == 5
+    segments = raised["provenance"]["segments"]  # where each stretch of steps ran
+    assert [(s["from_step"], s.get("to_step")) for s in segments] == [(0, 5), (5, None)]
+    assert all(s["machine"] for s in segments)
+    assert abs(sum(s["cpu_seconds"] for s in segments) - raised["provenance"]["cpu_seconds"]) < 0.01
     assert raised["result"]["history"] == straight["history"]
     assert raised["result"]["length_correct"] == straight["length_correct"]
     assert raised["provenance"]["cpu_seconds"] >= store.get("recall", low, train_recall)["provenance"]["cpu_seconds"]
