@@ -75,6 +75,13 @@ def native_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def machine_name() -> str:
+    """:func:`device_name`, and for a CPU whether it has bf16 instructions: machines that print
+    one model name differ there (and in speed), so a run's segments say it."""
+    name = device_name()
+    return f"{name} (bf16 instructions)" if name == cpu_model() and native_bf16() else name
+
+
 def device_name() -> str:
     """The GPU's name when CUDA is available, else the CPU model."""
     import torch

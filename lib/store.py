@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 from .checkpoint import checkpoint_scope, resumed_time
 from .config import config_class_of, normalise
 from .profiles import check_profile
-from .provenance import Clock, device_name, provenance
+from .provenance import Clock, machine_name, provenance
 
 if TYPE_CHECKING:
     from .sweep import Executor
@@ -314,7 +314,7 @@ class ResultsStore:
             seconds = clock.stop()
             resumed = resumed_time(scope)
             if resumed is not None:  # count the interrupted segments too, and say where each ran
-                here = {"machine": device_name(), "from_step": resumed["resumed_from_step"], **seconds}
+                here = {"machine": machine_name(), "from_step": resumed["resumed_from_step"], **seconds}
                 seconds.update(wall_seconds=round(seconds["wall_seconds"] + resumed["wall_seconds"], 3),
                                cpu_seconds=round(seconds["cpu_seconds"] + resumed["cpu_seconds"], 3),
                                resumed_from_step=resumed["resumed_from_step"],

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .provenance import device_name
+from .provenance import machine_name
 from .seeding import seeded
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -283,7 +283,7 @@ def fit(
     prior = {"wall": 0.0, "cpu": 0.0}
     # where each segment of a resumed run ran: a committed checkpoint may move machines
     segments: list[dict[str, Any]] = []
-    segment = {"machine": device_name(), "from_step": saved["step"] if saved is not None else 0}
+    segment = {"machine": machine_name(), "from_step": saved["step"] if saved is not None else 0}
 
     def save_checkpoint(step: int, asked: bool) -> None:
         ckpt.save(checkpoint, {
